@@ -1,0 +1,1 @@
+"""opensam3: SAM 3 as practical Python software."""

@@ -1,0 +1,114 @@
+"""Model configurations.
+
+Every size of SAM 3 runs through the same code; a config only changes widths, depths and
+counts. ``sam3`` is the official full-size model, ``tiny`` the configuration of the reference
+fixture in ``tests/fixtures/tiny_reference.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    image_size: int = 1008
+    patch_size: int = 14
+    embed_dim: int = 1024
+    depth: int = 32
+    num_heads: int = 16
+    mlp_ratio: float = 4.625
+    window_size: int = 24
+    global_blocks: tuple[int, ...] = (7, 15, 23, 31)
+    # absolute position embedding learned at this resolution (plus a cls slot), tiled up
+    pretrain_image_size: int = 336
+    rope_theta: float = 10000.0
+    # FPN neck
+    neck_dim: int = 256
+    scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    # the second (tracker) neck; the official checkpoint always carries it
+    tracker_neck: bool = True
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    width: int = 1024
+    layers: int = 24
+    heads: int = 16
+    context_length: int = 32
+    vocab_size: int = 49408
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    d_model: int = 256
+    num_heads: int = 8
+    fusion_layers: int = 6
+    fusion_ffn: int = 2048
+    decoder_layers: int = 6
+    decoder_ffn: int = 2048
+    num_queries: int = 200
+    geometry_layers: int = 3
+    geometry_ffn: int = 2048
+    scoring_hidden: int = 2048
+    mask_upsampling_stages: int = 3
+
+
+@dataclass(frozen=True)
+class Sam3Config:
+    name: str = "sam3"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    # image normalisation: (x / 255 - mean) / std, the same value for every channel
+    pixel_mean: float = 0.5
+    pixel_std: float = 0.5
+
+    @property
+    def image_size(self) -> int:
+        return self.vision.image_size
+
+    def replace(self, **changes) -> "Sam3Config":
+        return dataclasses.replace(self, **changes)
+
+
+SAM3 = Sam3Config()
+
+TINY = Sam3Config(
+    name="tiny",
+    vision=VisionConfig(
+        image_size=336,
+        embed_dim=128,
+        depth=4,
+        num_heads=4,
+        window_size=8,
+        global_blocks=(1, 3),
+        pretrain_image_size=112,
+        tracker_neck=False,
+    ),
+    text=TextConfig(width=128, layers=2, heads=4),
+    # the fixture's builder shrank depths, the decoder FFN and the query count only
+    detector=DetectorConfig(
+        fusion_layers=2,
+        decoder_layers=2,
+        decoder_ffn=512,
+        num_queries=20,
+        geometry_layers=1,
+    ),
+)
+
+CONFIGS: dict[str, Sam3Config] = {"sam3": SAM3, "tiny": TINY}
+
+
+def get_config(name: str) -> Sam3Config:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        known = ", ".join(sorted(CONFIGS))
+        raise ValueError(f"unknown model config {name!r}; known configs: {known}") from None

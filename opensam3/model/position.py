@@ -1,0 +1,69 @@
+"""Fixed sine/cosine position encodings (DETR style) for feature maps, boxes and points."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SinePositionEncoding(nn.Module):
+    """Encodes normalised 2-D coordinates with interleaved sin/cos at geometric frequencies.
+
+    ``dim`` is the total width: half of it encodes y, half x. A feature map's grid positions
+    are the 1-based row/column indices divided by the grid size (so the last one is ~1).
+    The module holds no weights; grids are cached per size because every image of a given
+    resolution uses the same one.
+    """
+
+    def __init__(self, dim: int, temperature: float = 10000.0, scale: float = 2 * math.pi):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"position encoding width must be even, got {dim}")
+        self.half_dim = dim // 2
+        self.temperature = temperature
+        self.scale = scale
+        self._grid_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _frequencies(self, device: torch.device) -> torch.Tensor:
+        index = torch.arange(self.half_dim, dtype=torch.float32, device=device)
+        return self.temperature ** (2 * torch.div(index, 2, rounding_mode="floor") / self.half_dim)
+
+    def _sin_cos(self, coords: torch.Tensor) -> torch.Tensor:
+        """(...,) normalised coordinates -> (..., half_dim) interleaved sin/cos features."""
+        angles = (coords * self.scale)[..., None] / self._frequencies(coords.device)
+        return torch.stack((angles[..., 0::2].sin(), angles[..., 1::2].cos()), dim=-1).flatten(-2)
+
+    def encode_xy(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._sin_cos(x.float()), self._sin_cos(y.float())
+
+    def encode_boxes(self, cx: torch.Tensor, cy: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """(N,) box centres and sizes -> (N, dim + 2): [enc(cy), enc(cx), h, w]."""
+        pos_x, pos_y = self.encode_xy(cx, cy)
+        return torch.cat((pos_y, pos_x, h[..., None], w[..., None]), dim=-1)
+
+    def encode_points(self, x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(B, N) points and labels -> (B, N, dim + 1): [enc(y), enc(x), label]."""
+        pos_x, pos_y = self.encode_xy(x, y)
+        return torch.cat((pos_y, pos_x, labels[..., None].to(pos_x.dtype)), dim=-1)
+
+    @torch.no_grad()
+    def grid(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(dim, height, width) encoding of a feature grid, cached per size and device."""
+        key = (height, width, str(device))
+        cached = self._grid_cache.get(key)
+        if cached is None:
+            eps = 1e-6
+            ys = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps)
+            xs = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps)
+            enc_y = self._sin_cos(ys)[:, None, :].expand(height, width, self.half_dim)
+            enc_x = self._sin_cos(xs)[None, :, :].expand(height, width, self.half_dim)
+            cached = torch.cat((enc_y, enc_x), dim=-1).permute(2, 0, 1).contiguous()
+            self._grid_cache[key] = cached
+        return cached
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) features -> (B, dim, H, W) encoding of their grid (float32)."""
+        batch, _, height, width = features.shape
+        return self.grid(height, width, features.device).unsqueeze(0).expand(batch, -1, -1, -1)
