@@ -1,0 +1,163 @@
+"""Reading, checking and writing SAM 3 checkpoints.
+
+Accepted layouts:
+- the official ``sam3.pt``: ``{"model": {"detector.*": ..., "tracker.*": ...}}``;
+- the same keys as a bare state dict or a ``.safetensors`` file (what :func:`save_checkpoint` writes);
+- an image-model state dict without the ``detector.`` prefix.
+
+Our module names mirror the official ones, so mapping keys is a prefix strip. RoPE tables
+(``*.freqs_cis``) are recomputed, never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+DETECTOR_PREFIX = "detector."
+TRACKER_PREFIX = "tracker."
+HUB_REPO = "facebook/sam3"
+HUB_FILENAME = "sam3.pt"
+_RECOMPUTED_SUFFIXES = ("freqs_cis",)
+
+
+@dataclass
+class SplitCheckpoint:
+    """A checkpoint's tensors, split by the model part they belong to."""
+
+    detector: dict[str, torch.Tensor]
+    tracker: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load every tensor of a ``.pt``/``.pth``/``.safetensors`` file into a flat dict (CPU).
+
+    Pickle files are read with ``weights_only=True``: a checkpoint cannot run code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"expected a checkpoint file but {path} is a directory")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        # old-style (non-zipfile) pickles cannot be memory-mapped
+        try:
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - report any unpickling failure the same way
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    if isinstance(raw, Mapping) and "model" in raw and isinstance(raw["model"], Mapping):
+        raw = raw["model"]
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(raw)
+
+
+def split_checkpoint(state: Mapping[str, torch.Tensor]) -> SplitCheckpoint:
+    """Separate detector (image model) and tracker tensors; drop recomputed tables."""
+    keep = {k: v for k, v in state.items() if not k.endswith(_RECOMPUTED_SUFFIXES)}
+    if any(k.startswith(DETECTOR_PREFIX) for k in keep):
+        detector = {k[len(DETECTOR_PREFIX):]: v for k, v in keep.items() if k.startswith(DETECTOR_PREFIX)}
+        tracker = {k[len(TRACKER_PREFIX):]: v for k, v in keep.items() if k.startswith(TRACKER_PREFIX)}
+        others = [k for k in keep if not k.startswith((DETECTOR_PREFIX, TRACKER_PREFIX))]
+        if others:
+            # unknown top-level parts are reported as unexpected by load_into
+            detector.update({k: keep[k] for k in others})
+        return SplitCheckpoint(detector=detector, tracker=tracker)
+    return SplitCheckpoint(detector=dict(keep))
+
+
+def _guess_foreign_format(keys: list[str]) -> str | None:
+    if any(k.startswith(("image_encoder.", "sam_mask_decoder.", "sam_prompt_encoder.", "memory_attention.")) for k in keys):
+        return "this looks like a SAM 2 checkpoint; opensam3 needs a SAM 3 checkpoint (sam3.pt)"
+    if any(k.startswith(("vision_encoder.", "detr_encoder.", "detr_decoder.", "text_encoder.text_model")) for k in keys):
+        return ("this looks like a Hugging Face transformers Sam3Model checkpoint; "
+                "use the official sam3.pt from https://huggingface.co/facebook/sam3")
+    return None
+
+
+def _summarise(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise one readable CheckpointError listing every missing, unexpected and mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state)
+    unexpected = sorted(k for k in state if k not in expected)
+    misshaped = sorted(
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if not (missing or unexpected or misshaped):
+        return
+    lines = [f"{source} does not fit the model:"]
+    hint = _guess_foreign_format(list(state))
+    if hint:
+        lines.append(f"  {hint}")
+    if missing:
+        lines.append(f"  {len(missing)} missing: {_summarise(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected: {_summarise(unexpected)}")
+    if misshaped:
+        lines.append(f"  {len(misshaped)} with the wrong shape: {_summarise(misshaped, 5)}")
+    if not hint and misshaped and not missing and not unexpected:
+        lines.append("  the names fit but the sizes do not: was the model built with the right config?")
+    raise CheckpointError("\n".join(lines))
+
+
+def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Check, then copy tensors into the model (cast to each parameter's dtype and device)."""
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, tracker: nn.Module | None = None,
+                    metadata: dict[str, str] | None = None) -> None:
+    """Write the model in the official key layout as safetensors (readable by read_checkpoint)."""
+    from safetensors.torch import save_file
+
+    tensors = {DETECTOR_PREFIX + k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if tracker is not None:
+        tensors.update({TRACKER_PREFIX + k: v.detach().contiguous() for k, v in tracker.state_dict().items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)  # never leave a half-written file under the final name
+
+
+def download_official(repo_id: str = HUB_REPO, filename: str = HUB_FILENAME) -> Path:
+    """Fetch the official checkpoint through huggingface_hub (needs access to the gated repo)."""
+    instructions = (
+        f"download {filename} from https://huggingface.co/{repo_id} (accept the licence there; "
+        f"`huggingface-cli login`), then pass its path with --checkpoint PATH or set OPENSAM3_CHECKPOINT=PATH"
+    )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise CheckpointError(f"huggingface_hub is not installed (pip install 'opensam3[hub]'); or {instructions}") from None
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+    except Exception as exc:  # noqa: BLE001 - offline, gated, or missing: one message
+        raise CheckpointError(f"could not fetch {filename} from the Hugging Face hub ({type(exc).__name__}); {instructions}") from None
