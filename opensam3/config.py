@@ -112,3 +112,19 @@ def get_config(name: str) -> Sam3Config:
     except KeyError:
         known = ", ".join(sorted(CONFIGS))
         raise ValueError(f"unknown model config {name!r}; known configs: {known}") from None
+
+
+def config_to_dict(config: Sam3Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict) -> Sam3Config:
+    """Inverse of :func:`config_to_dict` (JSON lists become tuples again)."""
+    parts = {"vision": VisionConfig, "text": TextConfig, "detector": DetectorConfig}
+
+    def tuples(values: dict) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+    top = {k: v for k, v in data.items() if k not in parts}
+    nested = {k: cls(**tuples(data[k])) for k, cls in parts.items() if k in data}
+    return Sam3Config(**tuples(top), **nested)

@@ -1,0 +1,179 @@
+"""The SAM 3 image model (the detector): image + prompt -> scored queries with boxes and masks.
+
+Submodule names mirror the official ``Sam3Image`` so its checkpoint (``detector.*``) loads with a
+prefix strip. The work is split the way it is reused:
+
+    encode_image(pixels)   once per image (≈ all of the cost)
+    encode_text(phrases)   once per phrase (cached)
+    ground(...)            once per prompt: geometry encoder, fusion encoder, decoder, heads
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import Sam3Config
+from .detector.decoder import DetrDecoder
+from .detector.fusion import FusionEncoder
+from .detector.geometry import GeometryEncoder
+from .detector.mask_head import SegmentationHead
+from .detector.scoring import DotProductScoring
+from .text.encoder import TextEncoder, TextFeatures
+from .vision.neck import DualFPNNeck
+
+
+@dataclass
+class ImageFeatures:
+    """Backbone output for a batch of images.
+
+    fpn / fpn_pos: detector feature levels, highest resolution first, after dropping the
+        coarsest (official ``scalp=1``): (B, 256, 4h, 4w), (B, 256, 2h, 2w), (B, 256, h, w).
+    tracker_fpn / tracker_pos: the tracker neck's levels (same layout) or None.
+    """
+
+    fpn: list[torch.Tensor]
+    fpn_pos: list[torch.Tensor]
+    tracker_fpn: list[torch.Tensor] | None = None
+    tracker_pos: list[torch.Tensor] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.fpn[0].shape[0]
+
+    def select(self, index: list[int] | torch.Tensor) -> "ImageFeatures":
+        """Rows ``index`` of the batch (repeats allowed: several prompts on one image)."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.fpn[0].device)
+
+        def pick(levels):
+            return None if levels is None else [level.index_select(0, index) for level in levels]
+
+        return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), pick(self.tracker_fpn), pick(self.tracker_pos))
+
+
+@dataclass
+class GroundingOutput:
+    """Raw detector outputs for a batch of prompts (final decoder layer).
+
+    logits: (B, Q) query logits; boxes: (B, Q, 4) cxcywh in [0, 1]; masks: (B, Q, 4h, 4w) mask
+    logits; presence_logits: (B,); semantic_logits: (B, 1, 4h, 4w).
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    masks: torch.Tensor
+    presence_logits: torch.Tensor
+    semantic_logits: torch.Tensor
+
+    def scores(self) -> torch.Tensor:
+        """(B, Q) sigmoid(query logit) x sigmoid(presence logit): the official final score."""
+        return self.logits.float().sigmoid() * self.presence_logits.float().sigmoid()[:, None]
+
+
+class _Backbone(nn.Module):
+    """Holds the vision and language backbones under their official names."""
+
+    def __init__(self, config: Sam3Config):
+        super().__init__()
+        self.vision_backbone = DualFPNNeck(config.vision)
+        self.language_backbone = TextEncoder(config.text, d_model=config.detector.d_model)
+
+
+class _Transformer(nn.Module):
+    def __init__(self, config: Sam3Config):
+        super().__init__()
+        self.encoder = FusionEncoder(config.detector)
+        self.decoder = DetrDecoder(config.detector, config.vision.image_size, config.vision.patch_size)
+
+
+class Sam3ImageModel(nn.Module):
+    def __init__(self, config: Sam3Config, text_cache_size: int = 256):
+        super().__init__()
+        self.config = config
+        self.backbone = _Backbone(config)
+        self.geometry_encoder = GeometryEncoder(config.detector)
+        self.transformer = _Transformer(config)
+        self.dot_prod_scoring = DotProductScoring(config.detector)
+        self.segmentation_head = SegmentationHead(config.detector)
+        self._text_cache: OrderedDict[tuple, TextFeatures] = OrderedDict()
+        self._text_cache_size = text_cache_size
+
+    # -- per image -------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
+        """(B, 3, S, S) normalised images -> features of every level the heads use."""
+        vision = self.backbone.vision_backbone(pixels)
+        # the coarsest level (scale 0.5) is computed by the neck but unused by the detector
+        return ImageFeatures(
+            fpn=vision.detector[:-1],
+            fpn_pos=vision.detector_pos[:-1],
+            tracker_fpn=None if vision.tracker is None else vision.tracker[:-1],
+            tracker_pos=None if vision.tracker_pos is None else vision.tracker_pos[:-1],
+        )
+
+    # -- per phrase ------------------------------------------------------------------------
+    def encode_text(self, phrases: list[str]) -> TextFeatures:
+        """Encode phrases, each distinct phrase once; recent encodings are cached."""
+        device = next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        missing = [p for p in dict.fromkeys(phrases) if (p, device, dtype) not in self._text_cache]
+        if missing:
+            encoded = self.backbone.language_backbone(missing, device=device)
+            for i, phrase in enumerate(missing):
+                self._text_cache[(phrase, device, dtype)] = encoded.select(i)
+        for phrase in phrases:
+            self._text_cache.move_to_end((phrase, device, dtype))
+        parts = [self._text_cache[(p, device, dtype)] for p in phrases]
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+        return TextFeatures.cat(parts)
+
+    def clear_text_cache(self) -> None:
+        self._text_cache.clear()
+
+    def train(self, mode: bool = True) -> "Sam3ImageModel":
+        # cached encodings would go stale as soon as weights change
+        self.clear_text_cache()
+        return super().train(mode)
+
+    # -- per prompt ------------------------------------------------------------------------
+    def encode_prompt(self, features: ImageFeatures, text: TextFeatures, boxes: torch.Tensor,
+                      box_labels: torch.Tensor, box_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt tokens (B, P, C) = text tokens then geometry tokens, and their padding mask."""
+        tokens, pos, size = self._image_tokens(features)
+        geo, geo_padding = self.geometry_encoder(boxes, box_labels, box_padding, tokens, pos, size)
+        prompt = torch.cat((text.features.to(geo.dtype), geo), dim=1)
+        padding = torch.cat((text.padding_mask, geo_padding), dim=1)
+        return prompt, padding
+
+    @staticmethod
+    def _image_tokens(features: ImageFeatures) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        level, pos = features.fpn[-1], features.fpn_pos[-1]
+        size = (level.shape[-2], level.shape[-1])
+        return level.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2).to(level.dtype), size
+
+    def ground(self, features: ImageFeatures, text: TextFeatures, boxes: torch.Tensor,
+               box_labels: torch.Tensor, box_padding: torch.Tensor, all_layers: bool = False):
+        """Run the detector for B prompts on B images (rows of ``features``, ``text``, ``boxes``).
+
+        boxes: (B, N, 4) normalised cxcywh exemplars (N may be 0); box_labels: (B, N) bool,
+        True = positive; box_padding: (B, N) bool, True = no box in this slot.
+        """
+        prompt, padding = self.encode_prompt(features, text, boxes, box_labels, box_padding)
+        tokens, pos, size = self._image_tokens(features)
+        memory = self.transformer.encoder(tokens, pos, prompt, padding, size)
+        decoded = self.transformer.decoder(memory, pos, prompt, padding, size)
+        logits = self.dot_prod_scoring(decoded.hidden, prompt, padding)
+        masks, semantic = self.segmentation_head(features.fpn, decoded.hidden[-1], memory, prompt, padding)
+        output = GroundingOutput(
+            logits=logits[-1, ..., 0],
+            boxes=decoded.pred_boxes[-1],
+            masks=masks,
+            presence_logits=decoded.presence_logits[-1, :, 0],
+            semantic_logits=semantic,
+        )
+        if all_layers:
+            return output, decoded, logits
+        return output
