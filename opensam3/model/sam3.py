@@ -10,7 +10,6 @@ prefix strip. The work is split the way it is reused:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +89,7 @@ class _Transformer(nn.Module):
 
 
 class Sam3ImageModel(nn.Module):
-    def __init__(self, config: Sam3Config, text_cache_size: int = 256):
+    def __init__(self, config: Sam3Config):
         super().__init__()
         self.config = config
         self.backbone = _Backbone(config)
@@ -98,8 +97,6 @@ class Sam3ImageModel(nn.Module):
         self.transformer = _Transformer(config)
         self.dot_prod_scoring = DotProductScoring(config.detector)
         self.segmentation_head = SegmentationHead(config.detector)
-        self._text_cache: OrderedDict[tuple, TextFeatures] = OrderedDict()
-        self._text_cache_size = text_cache_size
 
     # -- per image -------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
@@ -115,23 +112,11 @@ class Sam3ImageModel(nn.Module):
 
     # -- per phrase ------------------------------------------------------------------------
     def encode_text(self, phrases: list[str]) -> TextFeatures:
-        """Encode phrases, each distinct phrase once; recent encodings are cached."""
-        device = next(self.parameters()).device
-        dtype = next(self.parameters()).dtype
-        missing = [p for p in dict.fromkeys(phrases) if (p, device, dtype) not in self._text_cache]
-        if missing:
-            encoded = self.backbone.language_backbone(missing, device=device)
-            for i, phrase in enumerate(missing):
-                self._text_cache[(phrase, device, dtype)] = encoded.select(i)
-        for phrase in phrases:
-            self._text_cache.move_to_end((phrase, device, dtype))
-        parts = [self._text_cache[(p, device, dtype)] for p in phrases]
-        while len(self._text_cache) > self._text_cache_size:
-            self._text_cache.popitem(last=False)
-        return TextFeatures.cat(parts)
+        """Encode phrases; each distinct phrase is encoded once and kept (LRU) by the encoder."""
+        return self.backbone.language_backbone.encode_cached(phrases)
 
     def clear_text_cache(self) -> None:
-        self._text_cache.clear()
+        self.backbone.language_backbone.clear_cache()
 
     def train(self, mode: bool = True) -> "Sam3ImageModel":
         # cached encodings would go stale as soon as weights change

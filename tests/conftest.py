@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny SAM 3 with the reference fixture's seeded weights."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from opensam3 import TINY, Sam3, build_model
+from opensam3.seeded import seeded_state_dict
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_state():
+    with safe_open(str(FIXTURES / "tiny_reference.safetensors"), framework="pt") as handle:
+        shapes = json.loads(handle.metadata()["state_dict_shapes"])
+    return seeded_state_dict(shapes)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tiny_state):
+    return Sam3(build_model(TINY, tiny_state), confidence_threshold=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_sam, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
+    tiny_sam.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_image():
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, size=(90, 130, 3), dtype=np.uint8)
