@@ -1,0 +1,86 @@
+"""Fusion encoder: image tokens attend to themselves and to the prompt (text + geometry) tokens.
+
+Parameter names follow the official ``transformer.encoder`` so a checkpoint loads after a
+prefix strip. Only the configuration the released model uses is implemented: one feature
+level, pre-norm layers, position encoding added to the self-attention queries and keys only,
+no pooled-text addition to the image features and no final norm.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opensam3.config import DetectorConfig
+from opensam3.model.common import Attention
+
+
+class FusionEncoderLayer(nn.Module):
+    """Pre-norm block: self-attention over image tokens, cross-attention to prompt, FFN."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int):
+        super().__init__()
+        self.self_attn = Attention(dim, num_heads)
+        self.cross_attn_image = Attention(dim, num_heads)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        pos: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        normed = self.norm1(tokens)
+        with_pos = normed + pos
+        tokens = tokens + self.self_attn(with_pos, with_pos, normed)
+        # the prompt side carries no position encoding (the official one is all zeros)
+        normed = self.norm2(tokens)
+        tokens = tokens + self.cross_attn_image(normed, prompt, prompt, key_padding_mask=prompt_padding_mask)
+        normed = self.norm3(tokens)
+        return tokens + self.linear2(F.relu(self.linear1(normed)))
+
+
+class FusionEncoder(nn.Module):
+    """Stack of :class:`FusionEncoderLayer`; state dict keys ``layers.{i}.*``.
+
+    forward(image_tokens, image_pos, prompt, prompt_padding_mask, feat_size) -> memory
+      image_tokens: (B, HW, C) image features, row-major over the (H, W) grid.
+      image_pos:    (B, HW, C) their position encoding (added to self-attention q/k only).
+      prompt:       (B, P, C) prompt tokens (text features, then geometry tokens).
+      prompt_padding_mask: (B, P) bool, True marks padding (may sit anywhere, e.g. between
+                    padded text and the geometry tokens); None means no padding.
+      feat_size:    (H, W), only checked against HW (single level).
+      memory:       (B, HW, C) encoded image tokens (no final norm, as in the official).
+
+    The decoder's memory position encoding is ``image_pos`` unchanged, and the prompt the
+    decoder and the scorer read is the un-encoded ``prompt`` (this encoder does not update it).
+    """
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            FusionEncoderLayer(cfg.d_model, cfg.num_heads, cfg.fusion_ffn) for _ in range(cfg.fusion_layers)
+        )
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        image_pos: torch.Tensor,
+        prompt: torch.Tensor,
+        prompt_padding_mask: torch.Tensor | None,
+        feat_size: tuple[int, int],
+    ) -> torch.Tensor:
+        height, width = feat_size
+        if image_tokens.shape[1] != height * width:
+            raise ValueError(f"{image_tokens.shape[1]} image tokens do not fill a {height}x{width} grid")
+        image_pos = image_pos.to(image_tokens.dtype)
+        tokens = image_tokens
+        for layer in self.layers:
+            tokens = layer(tokens, image_pos, prompt, prompt_padding_mask)
+        return tokens
