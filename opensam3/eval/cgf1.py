@@ -66,10 +66,11 @@ def score_pair(ious: np.ndarray, num_kept: int, num_truths: int) -> PairOutcome:
         zeros = np.zeros(num_thresholds, dtype=np.int64)
         return PairOutcome(num_truths, 0, zeros, zeros.copy(), np.full(num_thresholds, num_truths, dtype=np.int64),
                            np.zeros(num_thresholds, dtype=np.int64))
-    ious = np.asarray(ious, dtype=np.float64).reshape(num_kept, num_truths)
+    ious = np.asarray(ious).reshape(num_kept, num_truths)
     rows, cols = linear_sum_assignment(-ious)
     matched = ious[rows, cols]
-    tps = np.array([(matched >= t).sum() for t in IOU_THRESHOLDS], dtype=np.int64)
+    # float32 IoUs (video boxes) meet the thresholds in float32, as under the official NumPy 1.x.
+    tps = np.array([(matched >= matched.dtype.type(t)).sum() for t in IOU_THRESHOLDS], dtype=np.int64)
     fps = num_kept - tps
     fns = num_truths - tps
     return PairOutcome(num_truths, num_kept, tps, fps, fns, _f1_parts(tps, fps, fns)[2])

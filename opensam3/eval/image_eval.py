@@ -114,3 +114,58 @@ def evaluate_image_cgf1(
         ]
         outcomes.append(cgf1.select_oracle(candidates))
     return cgf1.summarize(cgf1.accumulate(outcomes), iou_type)
+
+
+def _prediction_areas(preds: Sequence[dict]) -> list[float]:
+    # pycocotools' loadRes takes the box area when the first result has a box, else the mask area.
+    if preds and preds[0].get("bbox"):
+        return [float(p["bbox"][2]) * float(p["bbox"][3]) for p in preds]
+    return [float(rle.area(p["segmentation"])) if isinstance(p.get("segmentation"), dict) else 0.0 for p in preds]
+
+
+def _truth_area(ann: dict) -> float:
+    if "area" in ann:
+        return float(ann["area"])
+    if isinstance(ann.get("segmentation"), dict):
+        return float(rle.area(ann["segmentation"]))
+    return float(ann["bbox"][2]) * float(ann["bbox"][3]) if ann.get("bbox") else 0.0
+
+
+def evaluate_image_map(gt_file: Any, predictions: Any, iou_type: str = "segm") -> dict[str, float]:
+    """COCO mAP (pycocotools COCOeval defaults, per category) over every pair of the GT file.
+
+    Returns keys like 'coco_eval_segm_AP', 'coco_eval_segm_AP50', ..., 'coco_eval_segm_AR100'.
+    """
+    from opensam3.eval.coco_map import Cell, average_precision
+
+    _check_iou_type(iou_type)
+    gt = gt_file if isinstance(gt_file, ImageGroundTruth) else load_image_ground_truth(gt_file)
+    preds = load_image_predictions(predictions if isinstance(predictions, list) else predictions)
+    areas = _prediction_areas(preds)
+    for pred, pred_area in zip(preds, areas):
+        pred["_area"] = pred_area
+    preds_by_image = group_predictions(preds, gt)
+    image_ids = sorted(gt.images)
+    cells = []
+    for category in gt.category_ids:
+        row = []
+        for image_id in image_ids:
+            truths = [t for t in gt.truths_for(image_id) if t["category_id"] == category]
+            dets = [p for p in preds_by_image.get(image_id, []) if p.get("category_id") == category]
+
+            def iou_fn(order: list[int], dets=dets, truths=truths, image_id=image_id) -> np.ndarray:
+                return pairwise_iou([dets[i] for i in order], truths, iou_type, f"image_id {image_id!r}")
+
+            row.append(Cell(
+                truth_ids=[t.get("id", i + 1) for i, t in enumerate(truths)],
+                truth_crowd=[bool(t.get("iscrowd", 0)) for t in truths],
+                truth_area=[_truth_area(t) for t in truths],
+                det_scores=[float(d["score"]) for d in dets],
+                det_area=[d["_area"] for d in dets],
+                iou_fn=iou_fn,
+            ))
+        cells.append(row)
+    for pred in preds:
+        pred.pop("_area", None)
+    stats = average_precision(cells)
+    return {f"coco_eval_{iou_type}_{name}": value for name, value in stats.items()}
