@@ -54,14 +54,20 @@ class SinePositionEncoding(nn.Module):
         key = (height, width, str(device))
         cached = self._grid_cache.get(key)
         if cached is None:
-            eps = 1e-6
-            ys = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps)
-            xs = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps)
-            enc_y = self._sin_cos(ys)[:, None, :].expand(height, width, self.half_dim)
-            enc_x = self._sin_cos(xs)[None, :, :].expand(height, width, self.half_dim)
-            cached = torch.cat((enc_y, enc_x), dim=-1).permute(2, 0, 1).contiguous()
+            # built as a normal tensor even under inference_mode, so a grid cached while
+            # predicting can later be used while training
+            with torch.inference_mode(False):
+                cached = self._build_grid(height, width, device)
             self._grid_cache[key] = cached
         return cached
+
+    def _build_grid(self, height: int, width: int, device: torch.device | str) -> torch.Tensor:
+        eps = 1e-6
+        ys = torch.arange(1, height + 1, dtype=torch.float32, device=device) / (height + eps)
+        xs = torch.arange(1, width + 1, dtype=torch.float32, device=device) / (width + eps)
+        enc_y = self._sin_cos(ys)[:, None, :].expand(height, width, self.half_dim)
+        enc_x = self._sin_cos(xs)[None, :, :].expand(height, width, self.half_dim)
+        return torch.cat((enc_y, enc_x), dim=-1).permute(2, 0, 1).contiguous()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) features -> (B, dim, H, W) encoding of their grid (float32)."""

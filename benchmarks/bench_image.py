@@ -1,0 +1,137 @@
+"""Image benchmark: opensam3 next to the official code, same seeded full-size weights, same image.
+
+    .venv/bin/python benchmarks/bench_image.py [--size full|tiny] [--reference-dir ../shared/reference]
+
+Each system runs in its own process (so peak RSS is its own): encode the image (set_image) and
+answer text prompts (a new phrase each time, as a user would). Prints seconds, peak RSS and
+ratios to opensam3. The reference column needs ../shared/reference (the official sam3 package
+run on CPU through its run.sh); without it only opensam3 is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PHRASES = ["a person in a red shirt", "a dog", "the white car on the left", "a tree"]
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def seeded_checkpoint(cache_dir: Path) -> Path:
+    """An official-layout sam3.pt filled with the fixtures' seeded rule (built once, cached)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from opensam3.seeded import seeded_value
+
+    path = cache_dir / "sam3_seeded.pt"
+    if path.exists():
+        return path
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((ROOT / "tests" / "fixtures" / "sam3_checkpoint_manifest.json").read_text())
+    state = {k: seeded_value(k, v["shape"]) for k, v in manifest.items() if v["dtype"] == "float32"}
+    torch.save({"model": state}, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def bench_image():
+    import numpy as np
+
+    return np.random.default_rng(1).integers(0, 256, size=(480, 640, 3), dtype=np.uint8)
+
+
+def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import opensam3
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+    start = time.perf_counter()
+    sam = opensam3.load(checkpoint, dtype=dtype)
+    load_s = time.perf_counter() - start
+    image = bench_image()
+    encode = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state = sam.set_image(image)
+        encode.append(time.perf_counter() - start)
+    prompt = []
+    for phrase in PHRASES:
+        start = time.perf_counter()
+        sam.segment(state, text=phrase)
+        prompt.append(time.perf_counter() - start)
+    return {"system": f"opensam3 {dtype_name}", "load_s": load_s, "set_image_s": statistics.median(encode),
+            "prompt_s": statistics.median(prompt), "peak_rss_gb": _peak_rss_gb()}
+
+
+def run_reference(reference_dir: Path, checkpoint: Path, repeats: int, timeout: int) -> dict:
+    script = HERE / "reference_worker.py"
+    cmd = ["bash", str(reference_dir / "run.sh"), str(script), str(checkpoint), str(repeats), json.dumps(PHRASES)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"reference run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _worker(args) -> int:
+    print(json.dumps(run_opensam3(args.checkpoint, args.dtype, args.repeats)))
+    return 0
+
+
+def _table(rows: list[dict]) -> None:
+    base = rows[0]
+    print(f"{'system':<22}{'set_image s':>12}{'prompt s':>10}{'peak RSS GB':>13}{'set_image x':>13}{'prompt x':>10}")
+    for row in rows:
+        print(f"{row['system']:<22}{row['set_image_s']:>12.2f}{row['prompt_s']:>10.2f}{row['peak_rss_gb']:>13.2f}"
+              f"{row['set_image_s'] / base['set_image_s']:>13.2f}{row['prompt_s'] / base['prompt_s']:>10.2f}")
+    print("(x = time relative to the first row; median over repeats / prompts)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference-dir", default=str(ROOT.parent / "shared" / "reference"))
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "opensam3-bench"))
+    parser.add_argument("--dtypes", default="float32", help="comma list: float32,bfloat16")
+    parser.add_argument("--repeats", type=int, default=2, help="set_image repeats (median)")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return _worker(args)
+
+    checkpoint = seeded_checkpoint(Path(args.cache_dir))
+    rows = []
+    for dtype in args.dtypes.split(","):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(checkpoint),
+               "--dtype", dtype, "--repeats", str(args.repeats)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"measured {rows[-1]['system']}", file=sys.stderr)
+    reference_dir = Path(args.reference_dir)
+    if not args.no_reference and (reference_dir / "run.sh").exists():
+        rows.append(run_reference(reference_dir, checkpoint, args.repeats, timeout=3600))
+    else:
+        print("(reference not found: pass --reference-dir; measuring opensam3 only)", file=sys.stderr)
+    _table(rows)
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
