@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 import opensam3
-from opensam3.data.rle import decode_mask
+from opensam3.data.rle import decode as decode_mask
 
 
 def test_load_roundtrip_reads_config_from_metadata(tiny_checkpoint, tiny_sam, sample_image):

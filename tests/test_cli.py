@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from opensam3.cli import main as cli_main
-from opensam3.data.rle import decode_mask
+from opensam3.data.rle import decode as decode_mask
 
 
 def test_segment_writes_overlay_and_rle_per_image(tmp_path, capsys, tiny_checkpoint):

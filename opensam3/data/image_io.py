@@ -42,7 +42,7 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy
     if isinstance(image, torch.Tensor):
         tensor = image.detach().cpu()
         if tensor.ndim == 3 and tensor.shape[0] in (1, 3) and tensor.shape[-1] not in (1, 3):

@@ -36,7 +36,7 @@ class Segmentation:
 
     def to_coco_rle(self) -> list[dict]:
         """One COCO result dict per instance: RLE ``segmentation``, xywh ``bbox``, ``score``."""
-        from ..data.rle import encode_mask
+        from ..data.rle import encode as encode_mask
 
         results = []
         for mask, box, score in zip(self.masks, self.boxes, self.scores):
