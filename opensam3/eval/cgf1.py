@@ -128,6 +128,8 @@ def accumulate(outcomes: Iterable[PairOutcome]) -> dict[str, np.ndarray | float]
     positive_micro_f1 = 2 * positive_precision * recall / (positive_precision + recall + _EPS)
     with np.errstate(divide="ignore", invalid="ignore"):
         positive_macro_f1 = positive_f1_sum / positive_count  # NaN without positives -> reported -1
+        # Older official releases also report the macro F1 with missed positives counted as 0.
+        macro_f1_with_missed = positive_f1_sum / (positive_count + il_fn)
     il_recall = il_tp / (il_tp + il_fn + _IL_EPS)
     il_precision = il_tp / (il_tp + il_fp + _IL_EPS)
     il_f1 = 2 * il_precision * il_recall / (il_precision + il_recall + _IL_EPS)
@@ -140,7 +142,7 @@ def accumulate(outcomes: Iterable[PairOutcome]) -> dict[str, np.ndarray | float]
         "TPs": tps, "FPs": fps, "FNs": fns, "positive_micro_FPs": positive_fps,
         "precision": precision, "recall": recall, "F1": f1,
         "positive_micro_precision": positive_precision, "positive_micro_F1": positive_micro_f1,
-        "positive_macro_F1": positive_macro_f1,
+        "positive_macro_F1": positive_macro_f1, "positive_macro_F1_with_missed": macro_f1_with_missed,
         "IL_TP": il_tp, "IL_FP": il_fp, "IL_TN": il_tn, "IL_FN": il_fn,
         "IL_recall": il_recall, "IL_precision": il_precision, "IL_F1": il_f1, "IL_FPR": il_fpr,
         "IL_MCC": il_mcc, "cgF1": positive_micro_f1 * il_mcc,

@@ -85,6 +85,28 @@ def _official_demo_keys(summary: dict[str, float], iou_type: str) -> dict[str, f
     return out
 
 
+def _legacy_demo_keys(summary: dict[str, float], accumulated: dict, iou_type: str) -> dict[str, float]:
+    """Keys of earlier official releases (as in the published toy eval_res file).
+
+    There 'pmf1' is the positive macro F1 and 'cgf1' = pmf1 x IL_MCC; 'w0dt' counts positive
+    pairs without any prediction as F1 = 0.
+    """
+    get = lambda name: summary[f"cgF1_eval_{iou_type}_{name}"]  # noqa: E731
+    prefix = f"video_{_NAMES[iou_type]}_demo"
+    il_mcc = get("IL_MCC")
+    out = {}
+    for tag, suffix in (("50_95", ""), ("50", "@0.5"), ("75", "@0.75")):
+        out[f"{prefix}_precision_{tag}"] = get(f"precision{suffix}")
+        out[f"{prefix}_recall_{tag}"] = get(f"recall{suffix}")
+        out[f"{prefix}_f1_{tag}"] = get(f"F1{suffix}")
+        out[f"{prefix}_pmf1_{tag}"] = get(f"positive_macro_F1{suffix}")
+        out[f"{prefix}_cgf1_{tag}"] = get(f"positive_macro_F1{suffix}") * il_mcc
+    with_missed = float(np.mean(accumulated["positive_macro_F1_with_missed"]))
+    out[f"{prefix}_pmf1_w0dt_50_95"] = with_missed
+    out[f"{prefix}_cgf1_w0dt_50_95"] = with_missed * il_mcc
+    return out
+
+
 def _pair_f1_details(outcome: cgf1.PairOutcome, iou_type: str) -> dict[str, float]:
     name = _NAMES[iou_type]
     n = len(cgf1.IOU_THRESHOLDS)
@@ -174,6 +196,7 @@ def evaluate_video(
             summary = cgf1.summarize(accumulated, iou_type)
             if gt.video_np_pairs is not None:
                 results.update(_official_demo_keys(summary, iou_type))
+                results.update(_legacy_demo_keys(summary, accumulated, iou_type))
             results.update({f"video_{name}_{k}": v for k, v in summary.items()})
             for pair, outcome in outcomes:
                 per_pair[pair].update(_pair_f1_details(outcome, iou_type))
