@@ -91,6 +91,11 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
 class Sam3(ConceptPredictor):
     """A loaded SAM 3 model: ``segment()`` for concepts (text and/or exemplar boxes)."""
 
+    @classmethod
+    def from_pretrained(cls, repo_id: str = HUB_REPO, **kwargs) -> "Sam3":
+        """The official weights from the Hugging Face hub (``facebook/sam3``); see :func:`load`."""
+        return load(download_official(repo_id), **kwargs)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the weights as safetensors in the official key layout, config in the metadata."""
         save_checkpoint(self.model, path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(self.model.config))})

@@ -123,3 +123,20 @@ def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, tiny_checkpoint)
         assert cli_main(argv) == 2, argv
         err = capsys.readouterr().err
         assert expected in err and "Traceback" not in err, (argv, err)
+
+
+def test_hub_download_without_network_names_the_file(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_hub(name, *args, **kwargs):
+        if name == "huggingface_hub":
+            raise ImportError("simulated: not installed")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_hub)
+    with pytest.raises(CheckpointError, match=r"sam3\.pt from https://huggingface\.co/facebook/sam3.*OPENSAM3_CHECKPOINT"):
+        opensam3.Sam3.from_pretrained()
+    with pytest.raises(CheckpointError, match="sam3.pt"):
+        opensam3.load("facebook/sam3")
