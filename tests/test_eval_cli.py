@@ -1,0 +1,100 @@
+"""CLI functions for `opensam3 eval` / `opensam3 predict-dataset`, end to end with a fake model."""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from opensam3.eval.cli import add_eval_parser, add_predict_dataset_parser, run_eval, run_predict_dataset
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    add_eval_parser(subparsers)
+    add_predict_dataset_parser(subparsers)
+    return parser.parse_args(argv)
+
+
+def test_eval_oracle_from_files(tmp_path, capsys):
+    data = json.loads((FIXTURES / "image_random.json").read_text())
+    gts = []
+    for i, gt in enumerate(data["ground_truths"]):
+        gts += ["--gt", str(tmp_path / f"gt{i}.json")]
+        (tmp_path / f"gt{i}.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(data["predictions"]))
+    args = parse(["eval", *gts, "--pred", str(tmp_path / "pred.json"), "--out", str(tmp_path / "res.json")])
+    assert args.func(args) == 0
+    results = json.loads((tmp_path / "res.json").read_text())
+    assert results["cgF1_eval_segm_cgF1"] == pytest.approx(data["official"]["cgf1_oracle_segm"]["cgF1_eval_segm_cgF1"], abs=1e-9)
+    assert "cgF1_eval_segm_cgF1" in capsys.readouterr().out
+
+
+def test_eval_bad_input_returns_error_code(tmp_path, capsys):
+    args = parse(["eval", "--gt", str(tmp_path / "nope.json"), "--pred", str(tmp_path / "p.json")])
+    assert run_eval(args) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+class FakeResult:
+    def __init__(self, masks, boxes, scores):
+        self.masks, self.boxes, self.scores = masks, boxes, scores
+
+
+class FakeModel:
+    """Same interface as opensam3.load(...): segment(PIL image, text=...) -> masks/boxes/scores."""
+
+    def __init__(self):
+        self.calls = []
+
+    def segment(self, image, text):
+        self.calls.append(text)
+        w, h = image.size
+        if text == "nothing":
+            return FakeResult(torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0, 4), torch.zeros(0))
+        mask = torch.zeros(1, h, w, dtype=torch.bool)
+        mask[0, 2:6, 1:5] = True
+        return FakeResult(mask, torch.tensor([[1.0, 2.0, 5.0, 6.0]]), torch.tensor([0.8]))
+
+
+def test_predict_dataset_then_eval_end_to_end(tmp_path):
+    from opensam3.data import rle
+
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "a.jpg")
+    truth = np.zeros((8, 10), bool); truth[2:6, 1:5] = True
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "text_input": "square", "height": 8, "width": 10,
+                      "is_instance_exhaustive": 1},
+                     {"id": 2, "file_name": "a.jpg", "text_input": "nothing", "height": 8, "width": 10,
+                      "is_instance_exhaustive": 1}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": rle.encode(truth),
+                           "bbox": [1, 2, 4, 4], "area": 16, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    model = FakeModel()
+    args = parse(["predict-dataset", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path),
+                  "--out", str(tmp_path / "pred.json")])
+    assert run_predict_dataset(args, model=model) == 0
+    assert model.calls == ["square", "nothing"]
+    preds = json.loads((tmp_path / "pred.json").read_text())
+    assert len(preds) == 1 and preds[0]["bbox"] == [1.0, 2.0, 4.0, 4.0] and preds[0]["image_id"] == 1
+    args = parse(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                  "--out", str(tmp_path / "res.json")])
+    assert run_eval(args) == 0
+    results = json.loads((tmp_path / "res.json").read_text())
+    assert results["cgF1_eval_segm_IL_MCC"] == pytest.approx(1.0, abs=1e-5)   # one TP pair, one TN pair
+    assert results["cgF1_eval_segm_cgF1"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_predict_dataset_missing_image_is_reported(tmp_path, capsys):
+    gt = {"images": [{"id": 1, "file_name": "missing.jpg", "text_input": "x"}], "categories": [{"id": 1}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    args = parse(["predict-dataset", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path),
+                  "--out", str(tmp_path / "p.json")])
+    assert run_predict_dataset(args, model=FakeModel()) == 2
+    assert "missing.jpg" in capsys.readouterr().err
