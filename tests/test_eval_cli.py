@@ -42,25 +42,29 @@ def test_eval_bad_input_returns_error_code(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-class FakeResult:
-    def __init__(self, masks, boxes, scores):
-        self.masks, self.boxes, self.scores = masks, boxes, scores
-
-
 class FakeModel:
-    """Same interface as opensam3.load(...): segment(PIL image, text=...) -> masks/boxes/scores."""
+    """Same interface as opensam3.load(...): set_image, then segment(state, text=[...]) -> Segmentations."""
 
     def __init__(self):
         self.calls = []
 
-    def segment(self, image, text):
-        self.calls.append(text)
-        w, h = image.size
-        if text == "nothing":
-            return FakeResult(torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0, 4), torch.zeros(0))
-        mask = torch.zeros(1, h, w, dtype=torch.bool)
-        mask[0, 2:6, 1:5] = True
-        return FakeResult(mask, torch.tensor([[1.0, 2.0, 5.0, 6.0]]), torch.tensor([0.8]))
+    def set_image(self, image):
+        return image
+
+    def segment(self, state, text):
+        from opensam3.predictor.results import Segmentation
+
+        self.calls.append(list(text))
+        w, h = state.size
+        results = []
+        for phrase in text:
+            if phrase == "nothing":
+                results.append(Segmentation(torch.zeros(0, h, w, dtype=torch.bool), torch.zeros(0, 4), torch.zeros(0), 0.1))
+                continue
+            mask = torch.zeros(1, h, w, dtype=torch.bool)
+            mask[0, 2:6, 1:5] = True
+            results.append(Segmentation(mask, torch.tensor([[1.0, 2.0, 5.0, 6.0]]), torch.tensor([0.8]), 0.9))
+        return results
 
 
 def test_predict_dataset_then_eval_end_to_end(tmp_path):
@@ -80,7 +84,7 @@ def test_predict_dataset_then_eval_end_to_end(tmp_path):
     args = parse(["predict-dataset", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path),
                   "--out", str(tmp_path / "pred.json")])
     assert run_predict_dataset(args, model=model) == 0
-    assert model.calls == ["square", "nothing"]
+    assert model.calls == [["square", "nothing"]]  # one image encoding, one batch of phrases
     preds = json.loads((tmp_path / "pred.json").read_text())
     assert len(preds) == 1 and preds[0]["bbox"] == [1.0, 2.0, 4.0, 4.0] and preds[0]["image_id"] == 1
     args = parse(["eval", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
@@ -98,3 +102,21 @@ def test_predict_dataset_missing_image_is_reported(tmp_path, capsys):
                   "--out", str(tmp_path / "p.json")])
     assert run_predict_dataset(args, model=FakeModel()) == 2
     assert "missing.jpg" in capsys.readouterr().err
+
+
+def test_predict_dataset_with_a_real_model(tmp_path, tiny_sam):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    gt = {"images": [{"id": 7, "file_name": "b.png", "text_input": "a dog", "height": 40, "width": 50},
+                     {"id": 8, "file_name": "b.png", "text_input": "a cat", "height": 40, "width": 50}],
+          "annotations": [], "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    args = parse(["predict-dataset", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path),
+                  "--out", str(tmp_path / "pred.json")])
+    assert run_predict_dataset(args, model=tiny_sam) == 0
+    preds = json.loads((tmp_path / "pred.json").read_text())
+    per_pair = {7: 0, 8: 0}
+    for p in preds:
+        per_pair[p["image_id"]] += 1
+        assert p["segmentation"]["size"] == [40, 50] and 0.0 <= p["score"] <= 1.0
+    # tiny_sam keeps every query (threshold 0): one prediction per query per phrase
+    assert per_pair == {7: 20, 8: 20}

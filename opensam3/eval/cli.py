@@ -60,7 +60,7 @@ def add_predict_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--gt", required=True, metavar="GT.json", help="SA-Co image ground truth (pairs to run)")
     parser.add_argument("--images", required=True, metavar="DIR", help="folder holding the images' file_name paths")
     parser.add_argument("--out", required=True, metavar="PRED.json", help="where to write the predictions")
-    parser.add_argument("--checkpoint", default="sam3", help="checkpoint path or model name for opensam3.load")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint path, or facebook/sam3 to download (default: $OPENSAM3_CHECKPOINT)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (smoke tests)")
     parser.set_defaults(func=run_predict_dataset)
     return parser

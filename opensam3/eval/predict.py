@@ -6,28 +6,19 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from opensam3.data import rle
 from opensam3.eval.errors import EvalInputError
 from opensam3.eval.saco_io import read_json
 
 
-def segment_phrase(model: Any, image: Any, phrase: str) -> list[dict]:
-    """The one place that talks to the model: (mask RLE, xywh box, score) per instance.
+def segment_image(model: Any, image: Any, phrases: list[str]) -> list[list[dict]]:
+    """The one place that talks to the model: per phrase, its instances as COCO result dicts.
 
-    Expects `model.segment(PIL_image, text=phrase)` returning `.masks` (N, H, W bool),
-    `.boxes` (N, 4 xyxy pixels) and `.scores` (N,); adapt here if that interface changes.
+    The image is encoded once (``model.set_image``) and every phrase runs in one batch
+    (``model.segment(state, text=[...])``); results give ``to_coco_rle()``.
     """
-    result = model.segment(image, text=phrase)
-    masks, boxes, scores = result.masks, result.boxes, result.scores
-    instances = []
-    for index in range(len(scores)):
-        x0, y0, x1, y1 = (float(v) for v in boxes[index])
-        instances.append({
-            "segmentation": rle.encode(masks[index]),
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "score": float(scores[index]),
-        })
-    return instances
+    state = model.set_image(image)
+    results = model.segment(state, text=list(phrases))
+    return [result.to_coco_rle() for result in results]
 
 
 def predict_dataset(
@@ -62,8 +53,10 @@ def predict_dataset(
             raise EvalInputError(f"image {path} (from {gt_path}) not found; check --images")
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-        for pair in by_file[file_name]:
-            for instance in segment_phrase(model, image, pair["text_input"]):
+        pairs_here = by_file[file_name]
+        per_phrase = segment_image(model, image, [pair["text_input"] for pair in pairs_here])
+        for pair, instances in zip(pairs_here, per_phrase):
+            for instance in instances:
                 predictions.append({"image_id": pair["id"], "category_id": category_id, **instance})
     if out_path is not None:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
