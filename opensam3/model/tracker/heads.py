@@ -58,10 +58,13 @@ class TrackerHeads(nn.Module):
         """Tracker-neck levels (B, C, 4e, 4e), (B, C, 2e, 2e), (B, C, e, e) -> decoder inputs."""
         if len(tracker_fpn) != 3:
             raise ValueError(f"expected 3 tracker feature levels, got {len(tracker_fpn)}")
-        level0, level1, level2 = tracker_fpn
-        high_res = self.sam_mask_decoder.project_high_res(level0, level1)
+        # The official neck hands out channels-last maps, and the decoder keeps that layout.
+        # Same values either way, but convolutions and GEMMs over the image tokens pick their
+        # summation order by layout; matching it makes float results agree bit for bit.
+        level0, level1, level2 = (level.contiguous(memory_format=torch.channels_last) for level in tracker_fpn)
+        s0, s1 = self.sam_mask_decoder.project_high_res(level0, level1)
         image = level2 + self.no_mem_embed.reshape(1, -1, 1, 1).to(level2.dtype)
-        return TrackerImageEmbedding(image, high_res)
+        return TrackerImageEmbedding(image, (s0, s1))
 
     def forward(self, embedding: TrackerImageEmbedding, coords: torch.Tensor | None, labels: torch.Tensor | None,
                 mask_logits: torch.Tensor | None, multimask_output: bool) -> DecodedMasks:
