@@ -18,9 +18,12 @@ from .checkpoint import (
     split_checkpoint,
 )
 from .config import CONFIGS, Sam3Config, config_from_dict, config_to_dict, get_config
-from .errors import CheckpointError
+from .errors import CheckpointError, InvalidInputError
 from .model.sam3 import Sam3ImageModel
-from .predictor.image import ConceptPredictor
+from .model.tracker.config import TrackerHeadsConfig
+from .model.tracker.heads import TrackerHeads, load_tracker_heads
+from .predictor.image import ConceptPredictor, ImageState
+from .predictor.interactive import InteractiveMasks, InteractivePredictor
 
 CHECKPOINT_ENV = "OPENSAM3_CHECKPOINT"
 CONFIG_METADATA_KEY = "opensam3_config"
@@ -89,7 +92,25 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
 
 
 class Sam3(ConceptPredictor):
-    """A loaded SAM 3 model: ``segment()`` for concepts (text and/or exemplar boxes)."""
+    """A loaded SAM 3 model: ``segment()`` for concepts (text and/or exemplar boxes) and
+    ``predict()`` for one object from clicks, a box or a mask (needs the tracker weights).
+    Both reuse the same encoded image (``set_image``)."""
+
+    def __init__(self, model: Sam3ImageModel, tracker: TrackerHeads | None = None, confidence_threshold: float = 0.5):
+        super().__init__(model, confidence_threshold=confidence_threshold)
+        self.tracker = tracker
+        self.interactive = InteractivePredictor(tracker) if tracker is not None else None
+
+    def predict(self, image, points=None, point_labels=None, box=None, mask_input=None,
+                multimask_output: bool = True, return_logits: bool = False) -> InteractiveMasks:
+        """Segment one object (the SAM 1/2 task): points (N, 2) x, y pixels with labels 1/0,
+        a box x0, y0, x1, y1 in pixels, and/or ``mask_input`` low-res logits from an earlier call.
+        Returns (masks (K, H, W) bool, iou_scores (K,), low_res_logits (K, L, L))."""
+        if self.interactive is None:
+            raise InvalidInputError("this model has no tracker weights, so it cannot take point or box prompts; "
+                                    "load the official sam3.pt (it carries tracker.* weights)")
+        state = image if isinstance(image, ImageState) else self.set_image(image)
+        return self.interactive.predict(state, points, point_labels, box, mask_input, multimask_output, return_logits)
 
     @classmethod
     def from_pretrained(cls, repo_id: str = HUB_REPO, **kwargs) -> "Sam3":
@@ -98,7 +119,7 @@ class Sam3(ConceptPredictor):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the weights as safetensors in the official key layout, config in the metadata."""
-        save_checkpoint(self.model, path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(self.model.config))})
+        save_checkpoint(self.model, path, tracker=self.tracker, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(self.model.config))})
 
 
 def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str | None = None,
@@ -120,4 +141,7 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         model = build_model(config, state.detector, device=device, dtype=dtype)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    return Sam3(model, confidence_threshold=confidence_threshold)
+    tracker = None
+    if state.tracker and config.vision.tracker_neck:
+        tracker = load_tracker_heads(state.tracker, TrackerHeadsConfig.from_model_config(config), device=device, dtype=dtype)
+    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold)

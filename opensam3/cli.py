@@ -96,6 +96,75 @@ def _segment(args) -> int:
     return 0
 
 
+def parse_point(spec: str) -> tuple[list[float], int]:
+    """'x,y' or 'x,y:neg' (pixels) -> (point, label)."""
+    body, _, tag = spec.partition(":")
+    if tag not in ("", "pos", "neg"):
+        raise InvalidInputError(f"--point {spec!r}: the suffix must be ':pos' or ':neg'")
+    try:
+        values = [float(v) for v in body.split(",")]
+    except ValueError:
+        raise InvalidInputError(f"--point {spec!r}: expected two numbers x,y (pixels)") from None
+    if len(values) != 2:
+        raise InvalidInputError(f"--point {spec!r}: expected two numbers x,y (pixels), got {len(values)}")
+    return values, 0 if tag == "neg" else 1
+
+
+def _click(args) -> int:
+    import torch
+
+    from .data.overlay import draw_overlay
+    from .data.rle import encode
+
+    points = [parse_point(p) for p in args.point or []]
+    box = None
+    if args.box:
+        try:
+            box = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            raise InvalidInputError(f"--box {args.box!r}: expected four numbers x0,y0,x1,y1 (pixels)") from None
+        if len(box) != 4:
+            raise InvalidInputError(f"--box {args.box!r}: expected four numbers x0,y0,x1,y1 (pixels)")
+    if not points and box is None:
+        raise InvalidInputError("give at least one --point x,y[:neg] or a --box x0,y0,x1,y1")
+    if not Path(args.image).is_file():
+        raise InvalidInputError(f"image file not found: {args.image}")
+    model = _load_model(args)
+    state = model.set_image(args.image)
+    masks, scores, _ = model.predict(
+        state,
+        points=[p for p, _ in points] or None,
+        point_labels=[label for _, label in points] or None,
+        box=box,
+        multimask_output=not args.single,
+    )
+    order = torch.argsort(scores, descending=True)
+    best = int(order[0])
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    picture = draw_overlay(state.image, masks[best:best + 1].numpy(), None)
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(picture)
+    for (x, y), label in points:
+        colour = (0, 255, 0) if label else (255, 0, 0)
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour, outline=(0, 0, 0))
+    if box is not None:
+        draw.rectangle(box, outline=(255, 255, 255), width=2)
+    picture.save(out_dir / f"{stem}_click.png")
+    records = [{"segmentation": encode(masks[i].numpy()), "iou_score": float(scores[i]), "best": i == best}
+               for i in order.tolist()]
+    (out_dir / f"{stem}_click.json").write_text(json.dumps({
+        "image": str(args.image), "points": [p for p, _ in points], "point_labels": [lab for _, lab in points],
+        "box": box, "masks": records}))
+    print("mask  iou_score  area")
+    for rank, i in enumerate(order.tolist()):
+        print(f"{rank:<5} {float(scores[i]):<10.3f} {int(masks[i].sum())}{'  (best)' if i == best else ''}")
+    print(f"wrote {out_dir / (stem + '_click.png')} and {stem}_click.json")
+    return 0
+
+
 def _combined_overlay(results, phrases):
     """One picture for all prompts on an image: instances of every prompt, labelled by prompt."""
     import numpy as np
@@ -136,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(seg)
     seg.set_defaults(func=_segment)
+
+    click = sub.add_parser("click", help="segment one object from clicks and/or a box (interactive, SAM 1/2 task)")
+    click.add_argument("image", metavar="IMAGE")
+    click.add_argument("--point", action="append", metavar="x,y[:neg]", help="click in pixels; ':neg' = background")
+    click.add_argument("--box", metavar="x0,y0,x1,y1", help="box around the object, pixels")
+    click.add_argument("--single", action="store_true", help="one mask instead of three candidates")
+    click.add_argument("--out", default="opensam3_out", help="output directory (default opensam3_out)")
+    _add_model_args(click)
+    click.set_defaults(func=_click)
 
     try:
         from .eval import cli as eval_cli

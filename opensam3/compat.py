@@ -21,21 +21,32 @@ from .config import SAM3
 from .data.image_io import preprocess, to_rgb_array
 from .errors import InvalidInputError
 from .model.sam3 import Sam3ImageModel
+from .model.tracker.config import TrackerHeadsConfig
+from .model.tracker.heads import TrackerHeads, load_tracker_heads
 from .ops.boxes import cxcywh_to_xyxy
 from .predictor.image import VISUAL_ONLY_PHRASE, ImageState, _check_phrase, normalize_boxes
+from .predictor.interactive import InteractivePredictor
 
 
 def build_sam3_image_model(checkpoint_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                           eval_mode: bool = True, load_from_HF: bool = True, bpe_path: str | None = None,
-                           dtype: torch.dtype = torch.float32, **_ignored: Any) -> Sam3ImageModel:
+                           eval_mode: bool = True, load_from_HF: bool = True, enable_inst_interactivity: bool = False,
+                           bpe_path: str | None = None, dtype: torch.dtype = torch.float32,
+                           **_ignored: Any) -> Sam3ImageModel:
     """The official builder's signature. Without ``checkpoint_path`` the official weights are
     fetched from the hub when ``load_from_HF`` is true, else the model is randomly initialised.
+    ``enable_inst_interactivity`` adds the point/box path (``model.predict_inst``).
     ``bpe_path`` is accepted for compatibility; the vocabulary ships with opensam3."""
+    heads_config = TrackerHeadsConfig.from_model_config(SAM3)
     if checkpoint_path is None and not load_from_HF:
         model = build_model(SAM3, device=device, dtype=dtype)
+        heads = TrackerHeads(heads_config).to(device=device, dtype=dtype).eval() if enable_inst_interactivity else None
     else:
         path = resolve_checkpoint(checkpoint_path if checkpoint_path is not None else "facebook/sam3")
-        model = build_model(SAM3, split_checkpoint(read_checkpoint(path)).detector, device=device, dtype=dtype)
+        state = split_checkpoint(read_checkpoint(path))
+        model = build_model(SAM3, state.detector, device=device, dtype=dtype)
+        heads = load_tracker_heads(state.tracker, heads_config, device, dtype) if enable_inst_interactivity else None
+    if heads is not None:
+        model.inst_interactive_predictor = InteractivePredictor(heads)
     return model.eval() if eval_mode else model.train()
 
 

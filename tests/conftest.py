@@ -36,3 +36,22 @@ def tiny_checkpoint(tiny_sam, tmp_path_factory):
 def sample_image():
     rng = np.random.default_rng(3)
     return rng.integers(0, 256, size=(90, 130, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_interactive_checkpoint(tmp_path_factory):
+    """A tiny model with the tracker neck and tracker heads (seeded), saved like a user would."""
+    import dataclasses
+
+    from opensam3.model.tracker.config import TrackerHeadsConfig
+    from opensam3.model.tracker.heads import TrackerHeads
+    from opensam3.seeded import seed_module
+
+    config = dataclasses.replace(TINY, vision=dataclasses.replace(TINY.vision, tracker_neck=True))
+    model = build_model(config)
+    seed_module(model)
+    heads = TrackerHeads(TrackerHeadsConfig.from_model_config(config))
+    seed_module(heads, prefix="tracker.")
+    path = tmp_path_factory.mktemp("tiny_interactive") / "tiny_interactive.safetensors"
+    Sam3(model, tracker=heads).save(path)
+    return path

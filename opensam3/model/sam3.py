@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import Sam3Config
+from ..errors import InvalidInputError
 from .detector.decoder import DetrDecoder
 from .detector.fusion import FusionEncoder
 from .detector.geometry import GeometryEncoder
@@ -97,6 +98,9 @@ class Sam3ImageModel(nn.Module):
         self.transformer = _Transformer(config)
         self.dot_prod_scoring = DotProductScoring(config.detector)
         self.segmentation_head = SegmentationHead(config.detector)
+        # official-compatible point/box path (compat.build_sam3_image_model(enable_inst_interactivity=True));
+        # a plain attribute, so the image model's state dict keeps the official detector layout
+        self.inst_interactive_predictor = None
 
     # -- per image -------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
@@ -162,3 +166,16 @@ class Sam3ImageModel(nn.Module):
         if all_layers:
             return output, decoded, logits
         return output
+
+    def predict_inst(self, inference_state: dict, point_coords=None, point_labels=None, box=None, mask_input=None,
+                     multimask_output: bool = True, return_logits: bool = False):
+        """The official ``Sam3Image.predict_inst``: one object from points/box/mask on an image set
+        by ``Sam3Processor.set_image``. Returns numpy (masks (K, H, W), iou_scores (K,), low_res (K, L, L))."""
+        if self.inst_interactive_predictor is None:
+            raise InvalidInputError("build the model with enable_inst_interactivity=True (and tracker weights) "
+                                    "to use predict_inst")
+        if "image_state" not in inference_state:
+            raise InvalidInputError("call Sam3Processor.set_image before predict_inst")
+        masks, ious, low_res = self.inst_interactive_predictor.predict(
+            inference_state["image_state"], point_coords, point_labels, box, mask_input, multimask_output, return_logits)
+        return masks.numpy(), ious.numpy(), low_res.numpy()

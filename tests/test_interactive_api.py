@@ -1,0 +1,84 @@
+"""Points/boxes through the public API (Sam3.predict), the compat predict_inst and `opensam3 click`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import opensam3
+from opensam3.cli import main as cli_main
+from opensam3.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def sam(tiny_interactive_checkpoint):
+    return opensam3.load(tiny_interactive_checkpoint)
+
+
+def test_tracker_weights_round_trip(sam, tiny_interactive_checkpoint):
+    assert sam.tracker is not None and sam.model.config.vision.tracker_neck
+    again = opensam3.load(tiny_interactive_checkpoint)
+    for key, value in again.tracker.state_dict().items():
+        assert torch.equal(value, sam.tracker.state_dict()[key]), key
+
+
+def test_predict_shapes_and_refinement(sam, sample_image):
+    state = sam.set_image(sample_image)
+    masks, scores, low_res = sam.predict(state, points=[[60, 40]], point_labels=[1])
+    assert masks.shape == (3, 90, 130) and masks.dtype == torch.bool
+    assert scores.shape == (3,) and low_res.shape[0] == 3
+    best = int(scores.argmax())
+    refined = sam.predict(state, points=[[60, 40], [10, 10]], point_labels=[1, 0],
+                          mask_input=low_res[best][None], multimask_output=False)
+    assert refined.masks.shape == (1, 90, 130)
+    boxed = sam.predict(state, box=[20, 10, 100, 80])
+    assert boxed.masks.shape == (3, 90, 130)
+    # concept prompts reuse the same encoded image
+    assert len(sam.segment(state, text="a dog", threshold=0.0)) == opensam3.TINY.detector.num_queries
+
+
+def test_predict_errors(sam, tiny_sam, sample_image):
+    state = sam.set_image(sample_image)
+    with pytest.raises(InvalidInputError):
+        sam.predict(state, points=[[500, 10]], point_labels=[1])
+    with pytest.raises(InvalidInputError):
+        sam.predict(state, points=[[5, 10]], point_labels=[2])
+    with pytest.raises(InvalidInputError):
+        sam.predict(state, points=[[5, 10], [6, 6]], point_labels=[1])
+    with pytest.raises(InvalidInputError):
+        sam.predict(state)
+    with pytest.raises(InvalidInputError, match="no tracker weights"):
+        tiny_sam.predict(sample_image, points=[[5, 5]], point_labels=[1])
+
+
+def test_compat_predict_inst_matches_predict(sam, sample_image):
+    model = sam.model
+    model.inst_interactive_predictor = sam.interactive
+    try:
+        processor = opensam3.Sam3Processor(model, resolution=model.config.image_size)
+        state = processor.set_image(Image.fromarray(sample_image))
+        masks, ious, low = model.predict_inst(state, point_coords=np.array([[60.0, 40.0]]), point_labels=np.array([1]))
+        ours = sam.predict(sample_image, points=[[60, 40]], point_labels=[1])
+        assert isinstance(masks, np.ndarray) and masks.shape == (3, 90, 130)
+        assert np.allclose(ious, ours.iou_scores.numpy(), atol=1e-6)
+        assert np.allclose(low, ours.low_res_logits.numpy(), atol=1e-5)
+    finally:
+        model.inst_interactive_predictor = None
+
+
+def test_click_cli(tmp_path, capsys, tiny_interactive_checkpoint):
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(image)
+    code = cli_main(["click", str(image), "--point", "40,30", "--point", "5,5:neg", "--box", "10,10,80,60",
+                     "--checkpoint", str(tiny_interactive_checkpoint), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert Image.open(tmp_path / "out" / "scene_click.png").size == (90, 70)
+    record = json.loads((tmp_path / "out" / "scene_click.json").read_text())
+    assert len(record["masks"]) == 3 and sum(m["best"] for m in record["masks"]) == 1
+    assert record["point_labels"] == [1, 0]
+    assert cli_main(["click", str(image), "--checkpoint", str(tiny_interactive_checkpoint)]) == 2
+    assert "at least one --point" in capsys.readouterr().err
+    assert cli_main(["click", str(image), "--point", "400,30", "--checkpoint", str(tiny_interactive_checkpoint)]) == 2
+    assert "outside" in capsys.readouterr().err
