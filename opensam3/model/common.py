@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 class Attention(nn.Module):
@@ -16,9 +19,15 @@ class Attention(nn.Module):
 
     ``key_padding_mask``: (B, S) bool, True where a key is padding (ignored).
     ``attn_bias``: additive float bias broadcastable to (B, heads, L, S).
+
+    ``unfused=True`` evaluates softmax(q * scale @ k^T + mask) @ v op by op (SDPA's math backend
+    on a pre-scaled query), the order ``nn.MultiheadAttention`` follows when it returns its
+    attention weights. Fused kernels sum in another order; where the official module takes that
+    path and a later, very peaked attention amplifies last-bit differences (the DETR decoder),
+    this keeps fp32 parity.
     """
 
-    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None):
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, unfused: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
@@ -26,6 +35,7 @@ class Attention(nn.Module):
             raise ValueError("packed in-projection needs keys and values of the query width")
         self.dim = dim
         self.num_heads = num_heads
+        self.unfused = unfused
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -55,7 +65,12 @@ class Attention(nn.Module):
             mask = pad if mask is None else mask + pad
         if mask is not None and mask.dtype != q.dtype:
             mask = mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.unfused:
+            q = q * math.sqrt(1.0 / q.shape[-1])
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         batch, _, length, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, self.dim))
 

@@ -1,16 +1,17 @@
 """RoI Align in plain torch, with torchvision's ``ops.roi_align`` semantics.
 
 Every sample point of a bin is bilinearly interpolated and the samples of a bin are averaged.
-Bilinear weights factor into a row weight times a column weight, and a sample counts only when
-its row *and* its column are inside the map, so the whole operation is separable: for each box
-we build a (bins x H) row-weight matrix and a (bins x W) column-weight matrix holding the summed
-interpolation weights of all samples of each bin, and the pooled features are
-``rows @ feature @ cols^T / count``. That is two small matmuls per box instead of a gather per
-sample point, and it supports torchvision's adaptive (per-box) sampling grid without loops.
+The samples of one box are gathered at once (all bins, all sample points) and summed per bin
+in the reference's order: corner weights multiplied first, the four corner terms added left to
+right, the bin's samples summed in row-major order, then divided by their count. A separable
+formulation (row weights @ features @ column weights) is cheaper but rounds differently, and
+the detector's very peaked attention turns that last-bit difference in an exemplar box token
+into visible score differences.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,46 +33,68 @@ def _as_rois(boxes: torch.Tensor | Sequence[torch.Tensor], device: torch.device)
     return torch.cat(parts, dim=0)
 
 
-def _axis_weights(
-    start: torch.Tensor, extent: torch.Tensor, bins: int, length: int, sampling_ratio: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed interpolation weights of every bin's samples along one axis.
+def _sample_coords(
+    start: float, bin_size: float, grid: int, bins: int, device: torch.device
+) -> torch.Tensor:
+    """(bins, grid) float32 sample coordinates along one axis of one box.
 
-    start, extent: (K,) box start and size along the axis in feature-map pixels, in the box
-    geometry precision (float64 where the device has it).
-    Returns (K, bins, length) float32 weights and the (K,) number of samples per bin.
+    The bin origin is formed in double precision (Python floats) and the in-bin offset in
+    float32, and the two are added in float32, as in the reference run (its torchvision
+    stand-in); a sample landing exactly on the far map border is kept or dropped by that
+    rounding, so it is reproduced.
     """
-    bin_size = extent / bins
-    if sampling_ratio > 0:
-        grid = torch.full_like(extent, float(sampling_ratio))
-    else:
-        grid = torch.ceil(extent / bins)
-    num_boxes = start.shape[0]
-    max_grid = int(grid.max().item()) if num_boxes else 0
-    weights = torch.zeros((num_boxes, bins, length), device=start.device)
-    if max_grid == 0:
-        return weights, grid
-    # The reference run (its torchvision stand-in) computes the bin origin in double precision
-    # and the in-bin sample offset in float32, then adds them in float32. A sample landing
-    # exactly on the far map border is kept or dropped by that rounding, so it is reproduced.
-    bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)
-    origin = (start[:, None] + bin_index[None, :] * bin_size[:, None]).float()[:, :, None]
-    sample_index = torch.arange(max_grid, device=start.device, dtype=torch.float32)[None, None, :]
-    step = (sample_index + 0.5) * bin_size.float()[:, None, None] / grid.float()[:, None, None]
-    coords = origin + step  # (K, bins, max_grid)
-    used = (sample_index < grid.float()[:, None, None]) & (coords >= -1.0) & (coords <= length)
-    # unused slots (past a box's own grid, or NaN from an empty box) must still index safely
-    coords = torch.where(used, coords, torch.zeros_like(coords)).clamp(min=0)
+    origin = torch.tensor([start + i * bin_size for i in range(bins)], dtype=torch.float32, device=device)
+    offset = (torch.arange(grid, dtype=torch.float32, device=device) + 0.5) * bin_size / grid
+    return origin[:, None] + offset[None, :]
+
+
+def _corner_indices(coords: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower/upper neighbour indices, the fraction towards the upper one, and validity."""
+    valid = (coords >= -1.0) & (coords <= length)
+    coords = coords.clamp(min=0)
     low = coords.floor().long()
     at_edge = low >= length - 1
-    low = low.clamp(max=length - 1)
+    low = torch.where(at_edge, torch.full_like(low, length - 1), low)
     high = torch.where(at_edge, low, low + 1)
     coords = torch.where(at_edge, low.to(coords.dtype), coords)
-    frac = coords - low
-    used = used.to(coords.dtype)
-    weights.scatter_add_(2, low, (1 - frac) * used)
-    weights.scatter_add_(2, high, frac * used)
-    return weights, grid
+    return low, high, coords - low, valid
+
+
+def _pool_box(
+    feature: torch.Tensor, x1: float, y1: float, box_w: float, box_h: float, out_h: int, out_w: int, sampling_ratio: int
+) -> torch.Tensor:
+    """(C, H, W) map, one box in map pixels -> (C, out_h, out_w)."""
+    channels, height, width = feature.shape
+    if not math.isfinite(x1 + y1 + box_w + box_h):
+        return feature.new_zeros((channels, out_h, out_w))
+    bin_h, bin_w = box_h / out_h, box_w / out_w
+    grid_h = sampling_ratio if sampling_ratio > 0 else math.ceil(box_h / out_h)
+    grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(box_w / out_w)
+    if grid_h <= 0 or grid_w <= 0:
+        return feature.new_zeros((channels, out_h, out_w))
+    y0, y1i, ly, valid_y = _corner_indices(_sample_coords(y1, bin_h, grid_h, out_h, feature.device), height)
+    x0, x1i, lx, valid_x = _corner_indices(_sample_coords(x1, bin_w, grid_w, out_w, feature.device), width)
+    hy, hx = 1 - ly, 1 - lx
+    # sample (i, j, a, b): bin row i, bin column j, a-th row and b-th column sample inside the bin
+    rows = (slice(None), None, slice(None), None)
+    cols = (None, slice(None), None, slice(None))
+    dtype = feature.dtype
+    flat = feature.reshape(channels, height * width)
+
+    def corner(y_index: torch.Tensor, x_index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        index = (y_index[rows] * width + x_index[cols]).reshape(-1)
+        return weight.to(dtype).reshape(-1) * flat.index_select(1, index)
+
+    samples = (
+        corner(y0, x0, hy[rows] * hx[cols])
+        + corner(y0, x1i, hy[rows] * lx[cols])
+        + corner(y1i, x0, ly[rows] * hx[cols])
+        + corner(y1i, x1i, ly[rows] * lx[cols])
+    )
+    samples = samples * (valid_y[rows] & valid_x[cols]).to(dtype).reshape(-1)
+    # (C, out_h, out_w, grid_h * grid_w): each bin's samples contiguous, row-major
+    samples = samples.reshape(channels, out_h, out_w, grid_h * grid_w)
+    return samples.sum(-1) / max(grid_h * grid_w, 1)
 
 
 def roi_align(
@@ -100,17 +123,12 @@ def roi_align(
     if rois.shape[0] == 0:
         return features.new_zeros((0, channels, out_h, out_w))
     offset = 0.5 if aligned else 0.0
-    # box geometry in double precision like the reference (MPS has no float64)
-    geometry_dtype = torch.float32 if features.device.type == "mps" else torch.float64
-    x1, y1, x2, y2 = (rois[:, 1:].to(geometry_dtype) * spatial_scale - offset).unbind(1)
-    box_w, box_h = x2 - x1, y2 - y1
-    if not aligned:
-        box_w, box_h = box_w.clamp(min=1.0), box_h.clamp(min=1.0)
-    row_weights, grid_h = _axis_weights(y1, box_h, out_h, height, sampling_ratio)
-    col_weights, grid_w = _axis_weights(x1, box_w, out_w, width, sampling_ratio)
-    # averaging over the samples folds into the row weights
-    row_weights = row_weights / (grid_h * grid_w).clamp(min=1).float()[:, None, None]
-    per_box = features.index_select(0, rois[:, 0].long())
-    dtype = features.dtype
-    pooled = torch.matmul(row_weights.to(dtype)[:, None], per_box)  # (K, C, out_h, W)
-    return torch.matmul(pooled, col_weights.to(dtype).transpose(1, 2)[:, None])  # (K, C, out_h, out_w)
+    pooled = []
+    # box geometry in double precision (Python floats), like the reference
+    for index, *corners in rois.tolist():
+        x1, y1, x2, y2 = (c * spatial_scale - offset for c in corners)
+        box_w, box_h = x2 - x1, y2 - y1
+        if not aligned:
+            box_w, box_h = max(box_w, 1.0), max(box_h, 1.0)
+        pooled.append(_pool_box(features[int(index)], x1, y1, box_w, box_h, out_h, out_w, sampling_ratio))
+    return torch.stack(pooled)

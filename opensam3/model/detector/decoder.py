@@ -51,9 +51,10 @@ class DetrDecoderLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int):
         super().__init__()
-        self.self_attn = Attention(dim, num_heads)
+        # the official self- and text attention return their weights, so they run unfused
+        self.self_attn = Attention(dim, num_heads, unfused=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.ca_text = Attention(dim, num_heads)
+        self.ca_text = Attention(dim, num_heads, unfused=True)
         self.catext_norm = nn.LayerNorm(dim)
         self.cross_attn = Attention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)

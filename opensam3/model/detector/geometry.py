@@ -110,9 +110,9 @@ class GeometryEncoder(nn.Module):
             )
             # pooled in float32 (as torchvision's autocast rule does), projected in the weights' dtype
             pooled = roi_align(image_map.float(), rois, ROI_SIZE, spatial_scale=1.0, sampling_ratio=-1, aligned=False)
-            # a 7x7 convolution over a 7x7 input is one linear map of the flattened window
-            conv = self.boxes_pool_project
-            pooled = F.linear(pooled.flatten(1).to(dtype), conv.weight.flatten(1), conv.bias)
+            # kept a convolution (not the equivalent linear map of the flattened window): its
+            # summation order matches the official one, which the detector's peaked attention needs
+            pooled = self.boxes_pool_project(pooled.to(dtype))
             embeds = embeds + pooled.view(batch, num_boxes, self.dim)
         cx, cy, w, h = boxes.unbind(-1)
         embeds = embeds + self.boxes_pos_enc_project(self.pos_enc.encode_boxes(cx, cy, w, h).to(dtype))
