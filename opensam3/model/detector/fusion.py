@@ -9,45 +9,15 @@ no pooled-text addition to the image features and no final norm.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from opensam3.config import DetectorConfig
-from opensam3.model.common import Attention
-
-
-class FusionEncoderLayer(nn.Module):
-    """Pre-norm block: self-attention over image tokens, cross-attention to prompt, FFN."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int):
-        super().__init__()
-        self.self_attn = Attention(dim, num_heads)
-        self.cross_attn_image = Attention(dim, num_heads)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.norm3 = nn.LayerNorm(dim)
-
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        pos: torch.Tensor,
-        prompt: torch.Tensor,
-        prompt_padding_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        normed = self.norm1(tokens)
-        with_pos = normed + pos
-        tokens = tokens + self.self_attn(with_pos, with_pos, normed)
-        # the prompt side carries no position encoding (the official one is all zeros)
-        normed = self.norm2(tokens)
-        tokens = tokens + self.cross_attn_image(normed, prompt, prompt, key_padding_mask=prompt_padding_mask)
-        normed = self.norm3(tokens)
-        return tokens + self.linear2(F.relu(self.linear1(normed)))
+from opensam3.model.detector.encoder_layer import PreNormEncoderLayer
 
 
 class FusionEncoder(nn.Module):
-    """Stack of :class:`FusionEncoderLayer`; state dict keys ``layers.{i}.*``.
+    """Stack of pre-norm layers (position encoding on self-attention q/k only; the prompt side
+    carries none, the official one being all zeros); state dict keys ``layers.{i}.*``.
 
     forward(image_tokens, image_pos, prompt, prompt_padding_mask, feat_size) -> memory
       image_tokens: (B, HW, C) image features, row-major over the (H, W) grid.
@@ -65,7 +35,8 @@ class FusionEncoder(nn.Module):
     def __init__(self, cfg: DetectorConfig):
         super().__init__()
         self.layers = nn.ModuleList(
-            FusionEncoderLayer(cfg.d_model, cfg.num_heads, cfg.fusion_ffn) for _ in range(cfg.fusion_layers)
+            PreNormEncoderLayer(cfg.d_model, cfg.num_heads, cfg.fusion_ffn, pos_in_self_attn=True)
+            for _ in range(cfg.fusion_layers)
         )
 
     def forward(
@@ -82,5 +53,5 @@ class FusionEncoder(nn.Module):
         image_pos = image_pos.to(image_tokens.dtype)
         tokens = image_tokens
         for layer in self.layers:
-            tokens = layer(tokens, image_pos, prompt, prompt_padding_mask)
+            tokens = layer(tokens, prompt, memory_padding_mask=prompt_padding_mask, query_pos=image_pos)
         return tokens
