@@ -55,3 +55,39 @@ def tiny_interactive_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny_interactive") / "tiny_interactive.safetensors"
     Sam3(model, tracker=heads).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def full_reference():
+    """Outputs of the official code for the full-size model (see tests/test_full_parity.py)."""
+    with safe_open(str(FIXTURES / "full_reference.safetensors"), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys()}
+
+
+@pytest.fixture(scope="session")
+def full_checkpoint(tmp_path_factory):
+    """An official-layout sam3.pt with the seeded rule applied to every key of the manifest.
+
+    $OPENSAM3_SEEDED_CHECKPOINT may name a prebuilt one (building takes ~30 s and 3.4 GB of disk)."""
+    import os
+
+    import torch
+
+    from opensam3.seeded import seeded_value
+
+    prebuilt = os.environ.get("OPENSAM3_SEEDED_CHECKPOINT")
+    if prebuilt:
+        return Path(prebuilt)
+    manifest = json.loads((FIXTURES / "sam3_checkpoint_manifest.json").read_text())
+    state = {k: seeded_value(k, v["shape"]) for k, v in manifest.items() if v["dtype"] == "float32"}
+    path = tmp_path_factory.mktemp("full") / "sam3.pt"
+    torch.save({"model": state}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def full_sam(full_checkpoint):
+    """The full-size model (detector and tracker heads) loaded through opensam3.load."""
+    import opensam3
+
+    return opensam3.load(full_checkpoint)

@@ -5,42 +5,20 @@ tests/fixtures/full_reference.safetensors (sam3==0.1.4, CPU fp32).
 Takes a few minutes and ~8 GB of memory: it is the real 848M-parameter model.
 """
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors import safe_open
 
-import opensam3
 from opensam3 import Sam3Processor
-from opensam3.seeded import seeded_value
 
-FIXTURES = Path(__file__).parent / "fixtures"
 TOL = 1e-4
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def reference():
-    with safe_open(str(FIXTURES / "full_reference.safetensors"), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata()
-
-
-@pytest.fixture(scope="module")
-def checkpoint_path(tmp_path_factory):
-    manifest = json.loads((FIXTURES / "sam3_checkpoint_manifest.json").read_text())
-    state = {k: seeded_value(k, v["shape"]) for k, v in manifest.items() if v["dtype"] == "float32"}
-    path = tmp_path_factory.mktemp("ckpt") / "sam3.pt"
-    torch.save({"model": state}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def runs(checkpoint_path, reference):
-    tensors, _ = reference
-    sam = opensam3.load(checkpoint_path)
+def runs(full_sam, full_reference):
+    tensors = full_reference
+    sam = full_sam
     assert sam.model.config.name == "sam3"
     processor = Sam3Processor(sam.model, confidence_threshold=0.0)
     state = processor.set_image(tensors["input.image_uint8_hwc"].numpy())
@@ -59,12 +37,12 @@ def _close(ours, theirs, name, tol=TOL):
     assert err <= tol, f"{name}: max abs error {err:.3g} > {tol}"
 
 
-def test_fpn_last_level(runs, reference):
-    _close(runs[0]["image_state"].features.fpn[-1], reference[0]["out.backbone_fpn.last"], "backbone_fpn[-1]")
+def test_fpn_last_level(runs, full_reference):
+    _close(runs[0]["image_state"].features.fpn[-1], full_reference["out.backbone_fpn.last"], "backbone_fpn[-1]")
 
 
-def test_text_prompt_queries(runs, reference):
-    tensors = reference[0]
+def test_text_prompt_queries(runs, full_reference):
+    tensors = full_reference
     raw = runs[2]
     _close(raw.logits[..., None], tensors["out.text.pred_logits"], "pred_logits (200 queries)")
     _close(raw.boxes, tensors["out.text.pred_boxes"], "pred_boxes (200 queries)")
@@ -73,11 +51,11 @@ def test_text_prompt_queries(runs, reference):
     _close(raw.masks[0, top8], tensors["out.text.top8_pred_masks"], "top-8 mask logits")
 
 
-def test_text_prompt_postprocessed(runs, reference):
-    tensors = reference[0]
+def test_text_prompt_postprocessed(runs, full_reference):
+    tensors = full_reference
     _close(runs[1]["scores"], tensors["out.text.scores"], "scores")
     _close(runs[1]["boxes"], tensors["out.text.boxes_xyxy"], "boxes xyxy (pixels)", tol=1e-3)
 
 
-def test_text_and_box_prompt(runs, reference):
-    _close(runs[3]["scores"], reference[0]["out.box.scores"], "scores with box exemplar")
+def test_text_and_box_prompt(runs, full_reference):
+    _close(runs[3]["scores"], full_reference["out.box.scores"], "scores with box exemplar")
