@@ -84,7 +84,7 @@ def test_invalid_inputs(predictor, state, kwargs, message):
 
 
 def test_needs_tracker_features(predictor, state):
-    features = dataclasses.replace(state.features, tracker_fpn=None, tracker_pos=None)
+    features = ImageFeatures(state.features.fpn, state.features.fpn_pos)
     with pytest.raises(InvalidInputError, match="tracker"):
         predictor.predict(ImageState(features, state.image), points=[[1, 1]], point_labels=[1])
 

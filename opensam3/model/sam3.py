@@ -10,7 +10,9 @@ prefix strip. The work is split the way it is reused:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,32 +28,66 @@ from .text.encoder import TextEncoder, TextFeatures
 from .vision.neck import DualFPNNeck
 
 
-@dataclass
 class ImageFeatures:
     """Backbone output for a batch of images.
 
-    fpn / fpn_pos: detector feature levels, highest resolution first, after dropping the
-        coarsest (official ``scalp=1``): (B, 256, 4h, 4w), (B, 256, 2h, 2w), (B, 256, h, w).
-    tracker_fpn / tracker_pos: the tracker neck's levels (same layout) or None.
+    fpn / fpn_pos: detector feature levels, highest resolution first, without the coarsest
+        (official ``scalp=1``): (B, 256, 4h, 4w), (B, 256, 2h, 2w), (B, 256, h, w).
+    tracker_fpn / tracker_pos: the tracker neck's levels (same layout) or None. Only point/box
+        prompts need them, so when ``trunk`` and ``tracker_neck`` are given they are computed on
+        first use from the kept ViT output instead of with every image.
     """
 
-    fpn: list[torch.Tensor]
-    fpn_pos: list[torch.Tensor]
-    tracker_fpn: list[torch.Tensor] | None = None
-    tracker_pos: list[torch.Tensor] | None = None
+    def __init__(self, fpn: list[torch.Tensor], fpn_pos: list[torch.Tensor],
+                 tracker_fpn: list[torch.Tensor] | None = None, tracker_pos: list[torch.Tensor] | None = None,
+                 trunk: torch.Tensor | None = None,
+                 tracker_neck: Callable[[torch.Tensor], tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None):
+        self.fpn = fpn
+        self.fpn_pos = fpn_pos
+        self._tracker = (tracker_fpn, tracker_pos) if tracker_fpn is not None else None
+        self._trunk = trunk
+        self._tracker_neck = tracker_neck
+
+    def _tracker_levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+        if self._tracker is None and self._tracker_neck is not None:
+            with torch.inference_mode(torch.is_inference(self._trunk)):
+                self._tracker = self._tracker_neck(self._trunk)
+            self._trunk = None  # no longer needed
+        return self._tracker
+
+    @property
+    def tracker_fpn(self) -> list[torch.Tensor] | None:
+        levels = self._tracker_levels()
+        return None if levels is None else levels[0]
+
+    @property
+    def tracker_pos(self) -> list[torch.Tensor] | None:
+        levels = self._tracker_levels()
+        return None if levels is None else levels[1]
 
     @property
     def batch_size(self) -> int:
         return self.fpn[0].shape[0]
 
-    def select(self, index: list[int] | torch.Tensor) -> "ImageFeatures":
-        """Rows ``index`` of the batch (repeats allowed: several prompts on one image)."""
-        index = torch.as_tensor(index, dtype=torch.long, device=self.fpn[0].device)
+    def select(self, index: list[int]) -> "ImageFeatures":
+        """Rows ``index`` of the batch; one repeated row (several prompts on one image) is a view."""
+        index = list(index)
+        if len(set(index)) == 1:
+            row = index[0]
 
-        def pick(levels):
-            return None if levels is None else [level.index_select(0, index) for level in levels]
+            def pick(levels):
+                return None if levels is None else [
+                    level[row:row + 1].expand(len(index), *level.shape[1:]) for level in levels]
+        else:
+            rows = torch.as_tensor(index, dtype=torch.long, device=self.fpn[0].device)
 
-        return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), pick(self.tracker_fpn), pick(self.tracker_pos))
+            def pick(levels):
+                return None if levels is None else [level.index_select(0, rows) for level in levels]
+
+        if self._tracker is not None:
+            return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), *map(pick, self._tracker))
+        trunk = None if self._trunk is None else pick([self._trunk])[0]
+        return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), trunk=trunk, tracker_neck=self._tracker_neck)
 
 
 @dataclass
@@ -105,14 +141,14 @@ class Sam3ImageModel(nn.Module):
     # -- per image -------------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor) -> ImageFeatures:
         """(B, 3, S, S) normalised images -> features of every level the heads use."""
-        vision = self.backbone.vision_backbone(pixels)
-        # the coarsest level (scale 0.5) is computed by the neck but unused by the detector
-        return ImageFeatures(
-            fpn=vision.detector[:-1],
-            fpn_pos=vision.detector_pos[:-1],
-            tracker_fpn=None if vision.tracker is None else vision.tracker[:-1],
-            tracker_pos=None if vision.tracker_pos is None else vision.tracker_pos[:-1],
-        )
+        neck = self.backbone.vision_backbone
+        trunk = neck.trunk(pixels)
+        # the coarsest pyramid level (scale 0.5) is unused by both heads (official scalp=1)
+        used = len(self.config.vision.scale_factors) - 1
+        fpn, fpn_pos = neck.detector_levels(trunk, used)
+        if neck.sam2_convs is None:
+            return ImageFeatures(fpn, fpn_pos)
+        return ImageFeatures(fpn, fpn_pos, trunk=trunk, tracker_neck=partial(neck.tracker_levels, count=used))
 
     # -- per phrase ------------------------------------------------------------------------
     def encode_text(self, phrases: list[str]) -> TextFeatures:

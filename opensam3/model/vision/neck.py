@@ -79,6 +79,20 @@ class DualFPNNeck(nn.Module):
                 _pyramid_level(cfg.embed_dim, cfg.neck_dim, s) for s in cfg.scale_factors
             )
 
+    def detector_levels(self, trunk_map: torch.Tensor, count: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The first ``count`` detector levels (all by default) and their position encodings."""
+        return self._levels(self.convs, trunk_map, count)
+
+    def tracker_levels(self, trunk_map: torch.Tensor, count: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The first ``count`` tracker levels and their encodings (the tracker neck must exist)."""
+        if self.sam2_convs is None:
+            raise ValueError("this vision backbone was built without the tracker neck")
+        return self._levels(self.sam2_convs, trunk_map, count)
+
+    def _levels(self, convs: nn.ModuleList, trunk_map: torch.Tensor, count: int | None):
+        features = [level(trunk_map) for level in list(convs)[:count]]
+        return features, [self.position_encoding(f).to(f.dtype) for f in features]
+
     def pyramid(self, trunk_map: torch.Tensor) -> VisionFeatures:
         detector, detector_pos = [], []
         tracker = [] if self.sam2_convs is not None else None
