@@ -1,0 +1,45 @@
+"""AdamW with decoupled weight decay on matrices only, and a warm-up + cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Parameters that are tables rather than maps (embeddings, learned tokens and positions):
+# decaying them pulls rarely used rows to zero, so like norms and biases they get no decay.
+_NO_DECAY_NAMES = ("embed", "token", "positional", "reference_points", "query")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed weight matrices / conv kernels, and everything else."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        tail = name.split(".")[-2:]  # the owning module and the parameter's own name
+        if param.ndim < 2 or any(key in part for part in tail for key in _NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.01) -> float:
+    """Learning-rate multiplier at ``step``: linear 0 -> 1 over ``warmup_steps`` (starting at
+    1/warmup, so step 0 already learns), then cosine 1 -> ``min_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_steps: int,
+                    min_ratio: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+                    ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, min_ratio))
+    return optimizer, scheduler

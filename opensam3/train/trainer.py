@@ -1,0 +1,256 @@
+"""The training loop: batches -> losses -> AdamW step, with checkpoints, resume, logs and eval.
+
+Everything a resumed run needs is a function of the step number (the batch order, see
+``data.batch_indices``) or is saved in ``train_state.pt`` (weights, optimizer moments,
+scheduler, RNG), so stopping and resuming gives the same losses as an uninterrupted run.
+
+Outputs in ``out``: ``model.safetensors`` (opensam3.load reads it; config in the metadata),
+``train_state.pt`` (resume), ``log.jsonl`` (one line per logged step or evaluation).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
+from opensam3.checkpoint import save_checkpoint
+from opensam3.config import config_to_dict, get_config
+from opensam3.errors import InvalidInputError
+from opensam3.model.sam3 import Sam3ImageModel
+from opensam3.train.data import Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split
+from opensam3.train.losses import LossWeights, SetCriterion
+from opensam3.train.optim import build_optimizer
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "train_state.pt"
+LOG_FILE = "log.jsonl"
+EVAL_KEYS = {"cgF1": "cgF1", "IL_MCC": "IL_MCC", "pmF1": "positive_micro_F1"}
+
+
+@dataclass
+class TrainSettings:
+    config: str = "embedded"
+    data: str | None = None           # dataset folder (train.json [+ val.json]) or a train JSON file
+    val: str | None = None            # held-out JSON (default: the folder's val/test split)
+    out: str = "runs/train"
+    init: str | None = None           # weights to fine-tune from (else random init)
+    steps: int = 4000
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.1
+    warmup: int = 200
+    min_lr_ratio: float = 0.01
+    clip: float = 0.1                 # max gradient norm (SAM 3 clips at 0.1); 0 = off
+    exemplar_prob: float = 0.2        # fraction of positive pairs that also get one exemplar box
+    log_every: int = 10
+    save_every: int = 250
+    eval_every: int = 500             # 0 = only at the end
+    eval_pairs: int = 200             # held-out pairs per evaluation (0 = all)
+    time_limit: float | None = None   # seconds; stop (and save) when exceeded
+    seed: int = 0
+    save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
+    progress: bool = True
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+
+# Per-config recipes: defaults a config gets unless given explicitly. The embedded model
+# trains from scratch, so it wants a higher learning rate and looser clipping than fine-tuning,
+# and fp16 export keeps its file (mostly the 49408-row token table) under 40 MB.
+RECIPES: dict[str, dict] = {
+    "embedded": dict(steps=4000, lr=5e-4, weight_decay=0.05, warmup=200, clip=1.0, time_limit=7000.0,
+                     save_dtype="float16"),
+}
+
+
+def settings_for(config: str, **overrides) -> TrainSettings:
+    """TrainSettings with the config's recipe, then ``overrides`` (None values are ignored)."""
+    values = {**RECIPES.get(config, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainSettings(config=config, **values)
+
+
+def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write weights + config (safetensors) so ``opensam3.load(path)`` rebuilds the model.
+    Only parameters are cast: buffers (coordinate tables) stay in their own precision."""
+    if dtype != torch.float32:
+        model = copy.deepcopy(model)
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
+    save_checkpoint(model, path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
+
+
+def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
+    if not settings.data:
+        raise InvalidInputError("no training data: pass --data DIR (an SA-Co-style folder with train.json) "
+                                "or --data FILE.json")
+    data = Path(settings.data).expanduser()
+    if not data.exists():
+        raise InvalidInputError(f"training data not found: {data}")
+    if data.is_file():
+        train = data
+        val = find_split(data.parent, "val")
+    else:
+        train = find_split(data, "train")
+        if train is None:
+            raise InvalidInputError(f"{data} has no train.json (or annotations/train.json); an SA-Co-style "
+                                    f"dataset folder needs one")
+        val = find_split(data, "val")
+    if settings.val:
+        val = Path(settings.val).expanduser()
+        if not val.is_file():
+            raise InvalidInputError(f"held-out annotation file not found: {val}")
+    return train, (val if val != train else None)
+
+
+class Trainer:
+    def __init__(self, settings: TrainSettings, model: Sam3ImageModel | None = None):
+        self.settings = settings
+        self.out = Path(settings.out).expanduser()
+        if model is None:
+            config = get_config(settings.config)
+            model = load(settings.init, config=config).model if settings.init else build_model(config)
+        self.model = model.train()
+        train_path, self.val_path = _resolve_data(settings)
+        self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
+        self.criterion = SetCriterion(settings.loss_weights)
+        self.optimizer, self.scheduler = build_optimizer(self.model, settings.lr, settings.weight_decay,
+                                                         settings.steps, settings.warmup, settings.min_lr_ratio)
+        self.step = 0
+        self.history: list[dict] = []
+        if (self.out / STATE_FILE).is_file():
+            self.load_state(self.out / STATE_FILE)
+
+    # -- one step ---------------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        s = self.settings
+        indices = batch_indices(len(self.train_set), s.batch_size, self.step, s.seed)
+        return collate(self.train_set, indices, seed=s.seed * 1_000_003 + self.step)
+
+    def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        model = self.model
+        device = next(model.parameters()).device
+        features = model.encode_image(batch.pixels.to(device))
+        # not model.encode_text: its cache holds no-grad encodings
+        text = model.backbone.language_backbone(batch.phrases, device=device)
+        output, decoded, layer_logits = model.ground(
+            features, text, batch.prompt_boxes.to(device), batch.prompt_labels.to(device),
+            batch.prompt_padding.to(device), all_layers=True)
+        return self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
+                              batch.exhaustive)
+
+    def train_step(self) -> dict[str, float]:
+        batch = self.next_batch()
+        loss, log = self.compute_loss(batch)
+        if not math.isfinite(log["loss"]):
+            raise FloatingPointError(f"loss became {log['loss']} at step {self.step}; lower --lr or --clip")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.clip > 0:
+            log["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip))
+        log["lr"] = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        log["step"] = self.step
+        return log
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict[str, float]:
+        s = self.settings
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = time.monotonic()
+        bar = None
+        if s.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=s.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        metrics: dict[str, float] = {}
+        while self.step < s.steps:
+            log = self.train_step()
+            self.history.append(log)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{log['loss']:.3f}", lr=f"{log['lr']:.2e}")
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                self._log({**log, "time": round(time.monotonic() - start, 1)})
+            out_of_time = s.time_limit is not None and time.monotonic() - start > s.time_limit
+            if self.step % s.save_every == 0 or self.step == s.steps or out_of_time:
+                self.save()
+            if self.val_path and s.eval_every and self.step % s.eval_every == 0 and self.step < s.steps:
+                metrics = self.evaluate()
+            if out_of_time:
+                break
+        if bar is not None:
+            bar.close()
+        if self.val_path:
+            metrics = self.evaluate()
+        return metrics
+
+    def _log(self, record: dict) -> None:
+        with (self.out / LOG_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # -- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, limit: int | None = None) -> dict[str, float]:
+        """cgF1 / IL_MCC / pmF1 (masks) on the held-out pairs, through opensam3.eval."""
+        from opensam3.eval.image_eval import evaluate_image_cgf1
+        from opensam3.eval.predict import predict_dataset
+
+        limit = self.settings.eval_pairs if limit is None else limit
+        gt = json.loads(self.val_path.read_text(encoding="utf-8"))
+        if limit and len(gt["images"]) > limit:
+            # a fixed subset, the same at every evaluation, with its own annotations
+            gt["images"] = gt["images"][:limit]
+            kept = {p["id"] for p in gt["images"]}
+            gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in kept]
+        gt.setdefault("categories", [{"id": 1, "name": "object"}])
+        for ann in gt.get("annotations", []):
+            ann.setdefault("category_id", gt["categories"][0]["id"])
+            ann.setdefault("iscrowd", 0)
+        subset = self.out / "eval_gt.json"
+        subset.write_text(json.dumps(gt), encoding="utf-8")
+        self.model.eval()
+        try:
+            predictions = predict_dataset(Sam3(self.model), subset, find_images_dir(self.val_path))
+        finally:
+            self.model.train()
+        raw = evaluate_image_cgf1([subset], predictions, iou_type="segm")
+        metrics = {short: raw[f"cgF1_eval_segm_{name}"] for short, name in EVAL_KEYS.items()}
+        self._log({"step": self.step, "eval": metrics})
+        return metrics
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.settings.save_dtype]
+        export_model(self.model, self.out / MODEL_FILE, dtype)
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "settings": {k: v for k, v in asdict(self.settings).items() if k != "loss_weights"},
+            "config": config_to_dict(self.model.config),
+        }
+        tmp = self.out / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out / STATE_FILE)
+
+    def load_state(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if state.get("config") != config_to_dict(self.model.config):
+            raise InvalidInputError(f"{path} was written for config {state.get('config', {}).get('name')!r}, not "
+                                    f"{self.model.config.name!r}; use another --out folder to start afresh")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
