@@ -1,0 +1,74 @@
+"""``opensam3 train``: argparse wiring for the trainer (the main CLI calls add_train_parser)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from opensam3.config import CONFIGS
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune the detector on an SA-Co/COCO-style dataset",
+        description="Train SAM 3's detector (Hungarian matching, focal/IoU-aware classification, L1+GIoU boxes, "
+                    "mask focal+dice, presence; every decoder layer supervised). Re-running with the same --out "
+                    "resumes from its train_state.pt. Unset options take the config's recipe, then the defaults.")
+    parser.add_argument("--config", default="embedded", help=f"model config: {', '.join(sorted(CONFIGS))} "
+                        "(default embedded)")
+    parser.add_argument("--data", help="dataset folder with train.json (+ val.json / test.json) and images/, "
+                        "or a train JSON file")
+    parser.add_argument("--val", help="held-out SA-Co JSON for cgF1 (default: the folder's val/test split)")
+    parser.add_argument("--out", default="runs/train", help="output folder (model.safetensors, train_state.pt, "
+                        "log.jsonl); default runs/train")
+    parser.add_argument("--init", help="checkpoint to fine-tune from (sam3.pt / .safetensors); default random init")
+    parser.add_argument("--steps", type=int, help="total optimizer steps")
+    parser.add_argument("--batch-size", type=int, help="image-phrase pairs per step (default 8)")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup", type=int, help="linear warm-up steps")
+    parser.add_argument("--clip", type=float, help="max gradient norm (0 = off)")
+    parser.add_argument("--exemplar-prob", type=float, help="fraction of positive pairs given one exemplar box")
+    parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0 = only at the end)")
+    parser.add_argument("--eval-pairs", type=int, help="held-out pairs per evaluation (0 = all)")
+    parser.add_argument("--save-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--time-limit", type=float, help="stop and save after this many seconds")
+    parser.add_argument("--save-dtype", choices=["float32", "float16", "bfloat16"],
+                        help="parameter dtype of the exported model.safetensors")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
+    parser.set_defaults(func=run_train)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from opensam3.api import build_model, load
+    from opensam3.config import get_config
+    from opensam3.train.trainer import Trainer, settings_for
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from opensam3.errors import InvalidInputError
+
+    try:
+        config = get_config(args.config)
+    except ValueError as exc:  # unknown name: the message lists the known ones
+        raise InvalidInputError(f"--config: {exc}") from None
+    settings = settings_for(
+        args.config, data=args.data, val=args.val, out=args.out, init=args.init, steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
+        exemplar_prob=args.exemplar_prob, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
+        save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
+        save_dtype=args.save_dtype, seed=args.seed, progress=False if args.no_progress else None)
+    torch.manual_seed(settings.seed)
+    model = load(settings.init, config=config, device=args.device).model if settings.init else \
+        build_model(config, device=args.device)
+    trainer = Trainer(settings, model=model)
+    metrics = trainer.run()
+    print(json.dumps({"step": trainer.step, "out": str(trainer.out), **metrics}))
+    return 0
