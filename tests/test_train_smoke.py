@@ -183,3 +183,32 @@ def test_bad_inputs_name_what_to_fix(tmp_path, data):
         SacoDataset(broken, MICRO)
     with pytest.raises(ValueError, match="unknown model config"):
         get_config("nonesuch")
+
+
+def test_split_subfolders_are_found(data, tmp_path):
+    from opensam3.train.data import find_images_dir, find_split
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "synth_images.json").write_text((data / f"{split}.json").read_text())
+        (tmp_path / split / "images").symlink_to(data / "images")
+    found = find_split(tmp_path, "train")
+    assert found == tmp_path / "train" / "synth_images.json"
+    assert find_images_dir(found) == tmp_path / "train" / "images"
+    assert find_split(tmp_path, "val") == tmp_path / "val" / "synth_images.json"
+
+
+def test_cli_parser_wires_run_train(tmp_path):
+    import argparse
+
+    from opensam3.train.cli import add_train_parser, run_train
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", "tiny", "--data", str(tmp_path / "missing"), "--steps", "3"])
+    assert args.func is run_train and args.steps == 3
+    with pytest.raises(InvalidInputError, match="missing"):
+        args.func(args)
+    args = parser.parse_args(["train", "--config", "nonesuch", "--data", str(tmp_path)])
+    with pytest.raises(InvalidInputError, match="known configs"):
+        args.func(args)

@@ -16,8 +16,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                     "resumes from its train_state.pt. Unset options take the config's recipe, then the defaults.")
     parser.add_argument("--config", default="embedded", help=f"model config: {', '.join(sorted(CONFIGS))} "
                         "(default embedded)")
-    parser.add_argument("--data", help="dataset folder with train.json (+ val.json / test.json) and images/, "
-                        "or a train JSON file")
+    parser.add_argument("--data", help="dataset folder with train.json (+ val.json / test.json) and images/ "
+                        "(or train/ and val/ subfolders), or a train JSON file; for --config embedded the "
+                        "default renders the synthetic shapes world into OUT/data")
     parser.add_argument("--val", help="held-out SA-Co JSON for cgF1 (default: the folder's val/test split)")
     parser.add_argument("--out", default="runs/train", help="output folder (model.safetensors, train_state.pt, "
                         "log.jsonl); default runs/train")
@@ -49,7 +50,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from opensam3.api import build_model, load
     from opensam3.config import get_config
-    from opensam3.train.trainer import Trainer, settings_for
+    from opensam3.train.trainer import Trainer, _resolve_data, settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,6 +66,14 @@ def run_train(args: argparse.Namespace) -> int:
         exemplar_prob=args.exemplar_prob, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, progress=False if args.no_progress else None)
+    if settings.data is None and args.config == "embedded":
+        from pathlib import Path
+
+        from opensam3.train.synthdata import prepare_synthetic_data
+
+        settings.data = str(prepare_synthetic_data(Path(settings.out) / "data", config.image_size,
+                                                   progress=settings.progress))
+    _resolve_data(settings)  # fail on bad --data / --val before building a model
     torch.manual_seed(settings.seed)
     model = load(settings.init, config=config, device=args.device).model if settings.init else \
         build_model(config, device=args.device)

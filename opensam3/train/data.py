@@ -57,12 +57,16 @@ class Batch:
 
 def find_split(data: Path, split: str) -> Path | None:
     """The annotation JSON of ``split`` in a dataset folder: NAME.json, annotations/NAME.json,
-    or a single *NAME*.json (NAME one of the split's usual names)."""
+    the only JSON in a NAME/ subfolder (a dataset of its own, e.g. opensam3.synth's output),
+    or the only *NAME*.json (NAME one of the split's usual names)."""
     names = SPLIT_NAMES.get(split, (split,))
     for name in names:
         for candidate in (data / f"{name}.json", data / "annotations" / f"{name}.json"):
             if candidate.is_file():
                 return candidate
+        inside = sorted((data / name).glob("*.json")) if (data / name).is_dir() else []
+        if len(inside) == 1:
+            return inside[0]
     for folder in (data, data / "annotations"):
         if folder.is_dir():
             hits = sorted(p for p in folder.glob("*.json") if any(n in p.stem.lower() for n in names))

@@ -52,7 +52,8 @@ class TrainSettings:
     log_every: int = 10
     save_every: int = 250
     eval_every: int = 500             # 0 = only at the end
-    eval_pairs: int = 200             # held-out pairs per evaluation (0 = all)
+    eval_pairs: int = 200             # held-out pairs per periodic evaluation (0 = all)
+    final_eval_pairs: int = 0         # held-out pairs of the evaluation after the last step (0 = all)
     time_limit: float | None = None   # seconds; stop (and save) when exceeded
     seed: int = 0
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
@@ -189,7 +190,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if self.val_path:
-            metrics = self.evaluate()
+            metrics = self.evaluate(limit=s.final_eval_pairs)
         return metrics
 
     def _log(self, record: dict) -> None:
