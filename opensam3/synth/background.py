@@ -104,10 +104,10 @@ def _blob(rng: np.random.Generator, image: np.ndarray, size: int) -> None:
     y, x = np.mgrid[top:top + 2 * reach, left:left + 2 * reach].astype(np.float32) + 0.5
     dx, dy = x - cx, y - cy
     angle = np.arctan2(dy, dx)
-    # An irregular, lumpy outline that no shape word describes.
+    # An irregular, lumpy outline that no shape word describes: mostly the 2nd and 3rd harmonics,
+    # moderately (stronger ones give two-lobed, heart-like, or star-like outlines).
     outline = np.ones_like(angle)
-    # Mostly the 2nd and 3rd harmonics: strong higher ones would make star- or cross-like lobes.
-    for k, strength in ((2, 0.2), (3, 0.14), (4, 0.04), (5, 0.03)):
+    for k, strength in ((2, 0.12), (3, 0.12), (4, 0.04), (5, 0.03)):
         outline += rng.uniform(0.3, 1.0) * strength * np.sin(k * angle + rng.uniform(0, 2 * np.pi))
     distance = np.sqrt(dx * dx + dy * dy) - radius * outline
     _paint(image, top, left, np.clip(0.5 - distance, 0, 1), muted_rgb(rng, 0.35, (0.2, 0.8)))
