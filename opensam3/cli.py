@@ -11,18 +11,29 @@ from pathlib import Path
 from .errors import InvalidInputError, OpenSam3Error
 
 
-def parse_box(spec: str) -> tuple[list[float], bool]:
-    """'cx,cy,w,h' or 'cx,cy,w,h:neg' (normalised to [0, 1]) -> (box, is_positive)."""
+def _parse_tagged_numbers(flag: str, spec: str, count: int, what: str) -> tuple[list[float], bool]:
+    """'a,b,...' or 'a,b,...:neg' -> (numbers, is_positive); a clear error names the flag."""
     body, _, tag = spec.partition(":")
     if tag not in ("", "pos", "neg"):
-        raise InvalidInputError(f"--box {spec!r}: the suffix must be ':pos' or ':neg'")
+        raise InvalidInputError(f"{flag} {spec!r}: the suffix must be ':pos' or ':neg'")
     try:
         values = [float(v) for v in body.split(",")]
     except ValueError:
-        raise InvalidInputError(f"--box {spec!r}: expected four numbers cx,cy,w,h") from None
-    if len(values) != 4:
-        raise InvalidInputError(f"--box {spec!r}: expected four numbers cx,cy,w,h, got {len(values)}")
+        values = []
+    if len(values) != count:
+        raise InvalidInputError(f"{flag} {spec!r}: expected {what}")
     return values, tag != "neg"
+
+
+def parse_box(spec: str) -> tuple[list[float], bool]:
+    """'cx,cy,w,h' or 'cx,cy,w,h:neg' (normalised to [0, 1]) -> (box, is_positive)."""
+    return _parse_tagged_numbers("--box", spec, 4, "four numbers cx,cy,w,h")
+
+
+def parse_point(spec: str) -> tuple[list[float], int]:
+    """'x,y' or 'x,y:neg' (pixels) -> (point, label 1 or 0)."""
+    point, positive = _parse_tagged_numbers("--point", spec, 2, "two numbers x,y (pixels)")
+    return point, int(positive)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -96,20 +107,6 @@ def _segment(args) -> int:
     return 0
 
 
-def parse_point(spec: str) -> tuple[list[float], int]:
-    """'x,y' or 'x,y:neg' (pixels) -> (point, label)."""
-    body, _, tag = spec.partition(":")
-    if tag not in ("", "pos", "neg"):
-        raise InvalidInputError(f"--point {spec!r}: the suffix must be ':pos' or ':neg'")
-    try:
-        values = [float(v) for v in body.split(",")]
-    except ValueError:
-        raise InvalidInputError(f"--point {spec!r}: expected two numbers x,y (pixels)") from None
-    if len(values) != 2:
-        raise InvalidInputError(f"--point {spec!r}: expected two numbers x,y (pixels), got {len(values)}")
-    return values, 0 if tag == "neg" else 1
-
-
 def _click(args) -> int:
     import torch
 
@@ -119,12 +116,7 @@ def _click(args) -> int:
     points = [parse_point(p) for p in args.point or []]
     box = None
     if args.box:
-        try:
-            box = [float(v) for v in args.box.split(",")]
-        except ValueError:
-            raise InvalidInputError(f"--box {args.box!r}: expected four numbers x0,y0,x1,y1 (pixels)") from None
-        if len(box) != 4:
-            raise InvalidInputError(f"--box {args.box!r}: expected four numbers x0,y0,x1,y1 (pixels)")
+        box, _ = _parse_tagged_numbers("--box", args.box, 4, "four numbers x0,y0,x1,y1 (pixels)")
     if not points and box is None:
         raise InvalidInputError("give at least one --point x,y[:neg] or a --box x0,y0,x1,y1")
     if not Path(args.image).is_file():
