@@ -207,13 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(click)
     click.set_defaults(func=_click)
 
-    try:
-        from .eval import cli as eval_cli
-    except ImportError:  # evaluation package not installed in this build
-        eval_cli = None
-    if eval_cli is not None:
-        eval_cli.add_eval_parser(sub)
-        eval_cli.add_predict_dataset_parser(sub)
+    from .eval import cli as eval_cli
+    from .synth import cli as synth_cli
+    from .train import cli as train_cli
+
+    eval_cli.add_eval_parser(sub)
+    eval_cli.add_predict_dataset_parser(sub)
+    synth_cli.add_synth_parser(sub)
+    train_cli.add_train_parser(sub)
     return parser
 
 
