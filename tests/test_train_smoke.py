@@ -162,6 +162,8 @@ def test_held_out_eval_reports_cgf1_family(data, tmp_path):
     metrics = run.evaluate()
     assert set(metrics) == {"cgF1", "IL_MCC", "pmF1"}
     assert all(isinstance(v, float) for v in metrics.values())
+    # inference-mode caches filled during evaluation must not break the next training step
+    assert np.isfinite(run.train_step()["loss"]) and run.model.training
 
 
 def test_fp16_export_loads_as_float32(data, tmp_path):

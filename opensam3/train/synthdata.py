@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opensam3.errors import InvalidInputError
 
-TRAIN_IMAGES = 4000  # ~8 pairs each: about one epoch of the embedded recipe (4000 steps x 8 pairs)
+TRAIN_IMAGES = 4000  # ~8 pairs each: about one epoch of the embedded recipe (3600 steps x 8 pairs)
 VAL_IMAGES = 150
 TRAIN_SEED, VAL_SEED = 0, 1
 
