@@ -100,7 +100,7 @@ class SacoDataset:
     """Image-phrase pairs of one SA-Co JSON file, sized for one model config."""
 
     def __init__(self, annotation: str | Path, config: Sam3Config, images_dir: str | Path | None = None,
-                 exemplar_prob: float = 0.0, image_cache: int = 4096):
+                 exemplar_prob: float = 0.0, image_cache: int = 512):
         self.annotation = Path(annotation)
         if not self.annotation.is_file():
             raise InvalidInputError(f"annotation file not found: {self.annotation}")
