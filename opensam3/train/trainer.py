@@ -104,11 +104,13 @@ def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
             raise InvalidInputError(f"{data} has no train.json (or annotations/train.json); an SA-Co-style "
                                     f"dataset folder needs one")
         val = find_split(data, "val")
+    if val == train:
+        val = None  # a lone JSON found as both splits is training data
     if settings.val:
         val = Path(settings.val).expanduser()
         if not val.is_file():
             raise InvalidInputError(f"held-out annotation file not found: {val}")
-    return train, (val if val != train else None)
+    return train, val
 
 
 class Trainer:
