@@ -3,7 +3,6 @@
 import argparse
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

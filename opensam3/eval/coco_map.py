@@ -150,7 +150,6 @@ def average_precision(
 def _accumulate_one(evaluated: list[dict], max_det: int, precision_out: np.ndarray, recall_out: np.ndarray) -> None:
     scores = np.concatenate([e["scores"][:max_det] for e in evaluated])
     order = np.argsort(-scores, kind="mergesort")
-    sorted_scores = scores[order]
     det_match = np.concatenate([e["det_match"][:, :max_det] for e in evaluated], axis=1)[:, order]
     det_ignore = np.concatenate([e["det_ignore"][:, :max_det] for e in evaluated], axis=1)[:, order]
     truth_ignore = np.concatenate([e["truth_ignore"] for e in evaluated])

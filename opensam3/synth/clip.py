@@ -30,8 +30,8 @@ from opensam3.synth.background import add_distractors, add_sensor_noise, texture
 from opensam3.synth.phrases import Concept, PhraseQuery, sample_queries
 from opensam3.synth.render import composite, mask_boxes, place, visible_masks
 from opensam3.synth.world import (
-    MAX_ROTATION_DEGREES, SceneObject, SynthConfigError, check_image_size, check_non_negative, sample_object,
-    sample_sibling, sample_theme,
+    MAX_ROTATION_DEGREES, SceneObject, SynthConfigError, check_image_size, check_non_negative, indexed_stream,
+    sample_object, sample_sibling, sample_theme,
 )
 
 OCCLUDER_SHAPES: tuple[str, ...] = ("circle", "square", "hexagon")  # solid bodies a small shape fits inside
@@ -225,9 +225,4 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
 def clip_stream(seed: int, size: int = 256, config: ClipConfig | None = None,
                 start: int = 0, step: int = 1) -> Iterator[Clip]:
     """Endless clips of a seed, the same ones `write_video_dataset` writes (same config)."""
-    if step < 1:
-        raise SynthConfigError(f"step must be at least 1, got {step}")
-    index = check_non_negative(start, "start")
-    while True:
-        yield generate_clip(clip_rng(seed, index), size, config)
-        index += step
+    return indexed_stream(start, step, lambda index: generate_clip(clip_rng(seed, index), size, config))

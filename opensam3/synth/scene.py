@@ -25,7 +25,8 @@ from opensam3.synth.background import add_distractors, add_sensor_noise, texture
 from opensam3.synth.phrases import Concept, PhraseQuery, sample_queries
 from opensam3.synth.render import PlacedObject, composite, mask_boxes, place, visible_masks
 from opensam3.synth.world import (
-    SceneObject, SynthConfigError, check_image_size, check_non_negative, sample_object, sample_sibling, sample_theme,
+    SceneObject, SynthConfigError, check_image_size, check_non_negative, indexed_stream, sample_object, sample_sibling,
+    sample_theme,
 )
 
 
@@ -200,9 +201,4 @@ def scene_stream(seed: int, size: int = 256, config: SceneConfig | None = None,
     """Endless scenes start, start + step, ... of a seed: the very scenes `write_image_dataset`
     writes for that seed, so training in memory and evaluating from disk agree. Give data
     loader worker w of n `start=w, step=n`."""
-    if step < 1:
-        raise SynthConfigError(f"step must be at least 1, got {step}")
-    index = check_non_negative(start, "start")
-    while True:
-        yield generate_scene(scene_rng(seed, index), size, config)
-        index += step
+    return indexed_stream(start, step, lambda index: generate_scene(scene_rng(seed, index), size, config))

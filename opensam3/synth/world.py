@@ -23,11 +23,15 @@ instances too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from opensam3.errors import InvalidInputError
+
+T = TypeVar("T")
 
 SHAPES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "ring", "cross", "heart", "hexagon", "diamond", "crescent",
@@ -106,6 +110,17 @@ def check_non_negative(value: object, name: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
         raise SynthConfigError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
+
+
+def indexed_stream(start: int, step: int, make: Callable[[int], T]) -> Iterator[T]:
+    """make(start), make(start + step), ... forever; lets data-loader worker w of n take
+    ``start=w, step=n`` of a seed's stream."""
+    if step < 1:
+        raise SynthConfigError(f"step must be at least 1, got {step}")
+    index = check_non_negative(start, "start")
+    while True:
+        yield make(index)
+        index += step
 
 
 def check_image_size(size: int) -> int:

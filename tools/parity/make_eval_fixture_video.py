@@ -12,7 +12,6 @@ import copy
 import io
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
