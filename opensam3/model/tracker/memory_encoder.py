@@ -1,0 +1,104 @@
+"""Memory encoder: (frame features, predicted mask) -> 64-d memory features + their positions.
+
+The mask is resized to 16x the feature grid, brought back down to the grid by strided convs
+(channels growing 4x per step, as pixels shrink 4x), added to a projection of the frame's
+lowest-resolution tracker features, mixed by two ConvNeXt blocks and projected to the memory width.
+
+State dict (official ``maskmem_backbone.*``): ``mask_downsampler.encoder.{0..12}``,
+``pix_feat_proj``, ``fuser.layers.{i}.{dwconv, norm, pwconv1, pwconv2, gamma}``, ``out_proj``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..common import LayerNorm2d
+from ..position import SinePositionEncoding
+from .config import TrackerMemoryConfig
+
+
+class MaskDownSampler(nn.Module):
+    """(B, 1, S, S) mask -> (B, dim, S / total_stride, S / total_stride).
+
+    ``encoder`` is [conv, LayerNorm2d, GELU] per stride step, then a 1x1 conv to ``dim``;
+    its indices (0, 1, 3, 4, ..., 12) are the checkpoint's.
+    """
+
+    def __init__(self, config: TrackerMemoryConfig):
+        super().__init__()
+        steps = round(math.log(config.mask_total_stride) / math.log(config.mask_stride))
+        if config.mask_stride**steps != config.mask_total_stride:
+            raise ValueError("mask_total_stride must be a power of mask_stride")
+        self.input_size = config.mask_input_size
+        layers: list[nn.Module] = []
+        channels = 1
+        for _ in range(steps):
+            out = channels * config.mask_stride**2
+            layers += [nn.Conv2d(channels, out, config.mask_kernel, config.mask_stride, config.mask_padding),
+                       LayerNorm2d(out), nn.GELU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, config.dim, kernel_size=1))
+        self.encoder = nn.Sequential(*layers)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        if tuple(masks.shape[-2:]) != (self.input_size, self.input_size):
+            # predicted masks arrive at the model input size (1008) and are upsampled to 1152;
+            # the official code always passes antialias=True here (a no-op when upsampling)
+            masks = F.interpolate(masks.float(), size=(self.input_size, self.input_size), mode="bilinear",
+                                  align_corners=False, antialias=True)
+        return self.encoder(masks)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7 conv, channel LayerNorm, 4x MLP (as linears on channels-last), layer scale,
+    residual. Official ``CXBlock`` layout: ``dwconv``, ``norm``, ``pwconv1``, ``pwconv2``, ``gamma``."""
+
+    def __init__(self, dim: int, kernel_size: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class Fuser(nn.Module):
+    """A stack of ConvNeXt blocks (official ``SimpleFuser``: ``layers.{i}``, no input projection)."""
+
+    def __init__(self, dim: int, num_layers: int, kernel_size: int):
+        super().__init__()
+        self.layers = nn.ModuleList(ConvNeXtBlock(dim, kernel_size) for _ in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class MemoryEncoder(nn.Module):
+    """Official ``SimpleMaskEncoder``: returns (features (B, mem_dim, e, e), positions (B, mem_dim, e, e))."""
+
+    def __init__(self, config: TrackerMemoryConfig):
+        super().__init__()
+        self.mask_downsampler = MaskDownSampler(config)
+        self.pix_feat_proj = nn.Conv2d(config.dim, config.dim, kernel_size=1)
+        self.fuser = Fuser(config.dim, config.fuser_layers, config.fuser_kernel)
+        self.out_proj = nn.Conv2d(config.dim, config.mem_dim, kernel_size=1)
+        self.position_encoding = SinePositionEncoding(config.mem_dim)
+
+    def forward(self, pix_feat: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pix_feat: (B, C, e, e) raw lowest tracker-neck level (no memory, no no-mem embedding);
+        masks: (B, 1, S, S) memory-encoder input, already scaled (see ``TrackerMemory.mask_for_memory``).
+        """
+        x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(masks)
+        x = self.out_proj(self.fuser(x))
+        return x, self.position_encoding(x).to(x.dtype)
