@@ -20,13 +20,16 @@ from .checkpoint import (
 from .config import CONFIGS, Sam3Config, config_from_dict, config_to_dict, get_config
 from .errors import CheckpointError, InvalidInputError
 from .model.sam3 import Sam3ImageModel
-from .model.tracker.config import TrackerHeadsConfig
+from .model.tracker.config import TrackerHeadsConfig, TrackerMemoryConfig
 from .model.tracker.heads import TrackerHeads, load_tracker_heads
+from .model.tracker.tracker_memory import TrackerMemory, load_tracker_memory, tracker_memory_state
 from .predictor.image import ConceptPredictor, ImageState
 from .predictor.interactive import InteractiveMasks, InteractivePredictor
 
 CHECKPOINT_ENV = "OPENSAM3_CHECKPOINT"
 CONFIG_METADATA_KEY = "opensam3_config"
+EMBEDDED_NAME = "embedded"  # checkpoint name of the small model that ships with the package
+EMBEDDED_FILE = "embedded.safetensors"
 
 
 def build_model(config: Sam3Config | str, state: dict[str, torch.Tensor] | None = None,
@@ -76,16 +79,25 @@ def _metadata_config(path: Path) -> Sam3Config | None:
     return config_from_dict(json.loads(text)) if text else None
 
 
+def embedded_weights() -> Path:
+    """The small model shipped inside the package (trained here on the synthetic shapes world)."""
+    return Path(__file__).resolve().parent / "assets" / EMBEDDED_FILE
+
+
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
-    """A path, 'facebook/sam3' / 'sam3' (download), or None ($OPENSAM3_CHECKPOINT)."""
+    """A path, 'facebook/sam3' / 'sam3' (download), 'embedded', or None ($OPENSAM3_CHECKPOINT,
+    else the embedded model)."""
     if checkpoint is None:
-        checkpoint = os.environ.get(CHECKPOINT_ENV)
-        if not checkpoint:
-            raise CheckpointError(
-                "no checkpoint given. Pass a path (sam3.pt or .safetensors), set "
-                f"{CHECKPOINT_ENV}=PATH, or use 'facebook/sam3' to download the official weights "
-                "(needs network access and an accepted licence on huggingface.co)")
+        checkpoint = os.environ.get(CHECKPOINT_ENV) or EMBEDDED_NAME
     text = str(checkpoint)
+    if text == EMBEDDED_NAME and not Path(text).exists():
+        path = embedded_weights()
+        if not path.is_file():
+            raise CheckpointError(
+                f"the embedded model's weights are missing ({path}); reinstall opensam3, pass a checkpoint "
+                f"path (sam3.pt or .safetensors), set {CHECKPOINT_ENV}=PATH, or use 'facebook/sam3' to "
+                "download the official weights")
+        return path
     if text in (HUB_REPO, "sam3") and not Path(text).exists():
         return download_official()
     return Path(checkpoint).expanduser()
@@ -96,10 +108,22 @@ class Sam3(ConceptPredictor):
     ``predict()`` for one object from clicks, a box or a mask (needs the tracker weights).
     Both reuse the same encoded image (``set_image``)."""
 
-    def __init__(self, model: Sam3ImageModel, tracker: TrackerHeads | None = None, confidence_threshold: float = 0.5):
+    def __init__(self, model: Sam3ImageModel, tracker: TrackerHeads | None = None, confidence_threshold: float = 0.5,
+                 memory: TrackerMemory | None = None):
         super().__init__(model, confidence_threshold=confidence_threshold)
         self.tracker = tracker
+        self.memory = memory  # the tracker's video memory path (official sam3.pt carries it)
         self.interactive = InteractivePredictor(tracker) if tracker is not None else None
+
+    def video_tracker(self, **options):
+        """The interactive video predictor (points, boxes, masks on any frame; propagation) on
+        this model's weights; ``options`` go to :func:`opensam3.build_video_tracker`."""
+        from .predictor.video_build import build_video_tracker
+
+        if self.memory is None:
+            raise InvalidInputError("this model has no tracker memory weights, so it cannot track objects in "
+                                    "video; load the official sam3.pt (it carries tracker.* weights)")
+        return build_video_tracker(self, self.memory, **options)
 
     def predict(self, image, points=None, point_labels=None, box=None, mask_input=None,
                 multimask_output: bool = True, return_logits: bool = False) -> InteractiveMasks:
@@ -119,18 +143,22 @@ class Sam3(ConceptPredictor):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the weights as safetensors in the official key layout, config in the metadata."""
-        save_checkpoint(self.model, path, tracker=self.tracker, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(self.model.config))})
+        parts = [part for part in (self.tracker, self.memory) if part is not None]
+        save_checkpoint(self.model, path, tracker=parts, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(self.model.config))})
 
 
 def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str | None = None,
          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-         confidence_threshold: float = 0.5) -> Sam3:
+         confidence_threshold: float = 0.5, tracker_dtype: torch.dtype | None = None) -> Sam3:
     """Load SAM 3 for inference.
 
     checkpoint: path to the official ``sam3.pt``, a ``.safetensors`` file written by opensam3, a
-        bare state dict; 'facebook/sam3' to download; None to use $OPENSAM3_CHECKPOINT.
+        bare state dict; 'facebook/sam3' to download; 'embedded' for the small model shipped
+        with the package (it knows only the synthetic shapes world); None to use
+        $OPENSAM3_CHECKPOINT, else the embedded model.
     config: a config name or object; by default read from the file's metadata or inferred.
     device, dtype: where to run; float32 is exact, bfloat16 is the fast path.
+    tracker_dtype: dtype of the tracker heads and memory (points/boxes, video); default ``dtype``.
     """
     path = resolve_checkpoint(checkpoint)
     state: SplitCheckpoint = split_checkpoint(read_checkpoint(path))
@@ -141,7 +169,12 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         model = build_model(config, state.detector, device=device, dtype=dtype)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    tracker = None
+    tracker = memory = None
     if state.tracker and config.vision.tracker_neck:
-        tracker = load_tracker_heads(state.tracker, TrackerHeadsConfig.from_model_config(config), device=device, dtype=dtype)
-    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold)
+        tracker_dtype = tracker_dtype or dtype
+        tracker = load_tracker_heads(state.tracker, TrackerHeadsConfig.from_model_config(config), device=device,
+                                     dtype=tracker_dtype)
+        if tracker_memory_state(state.tracker):
+            memory = load_tracker_memory(state.tracker, TrackerMemoryConfig.from_model_config(config), device=device,
+                                         dtype=tracker_dtype)
+    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory)

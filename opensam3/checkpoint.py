@@ -12,7 +12,7 @@ Our module names mirror the official ones, so mapping keys is a prefix strip. Ro
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,14 +132,16 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str =
     model.load_state_dict(state, strict=True)
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, tracker: nn.Module | None = None,
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, tracker: nn.Module | Sequence[nn.Module] | None = None,
                     metadata: dict[str, str] | None = None) -> None:
-    """Write the model in the official key layout as safetensors (readable by read_checkpoint)."""
+    """Write the model in the official key layout as safetensors (readable by read_checkpoint).
+    ``tracker``: the module(s) whose state dicts together make ``tracker.*`` (heads, memory)."""
     from safetensors.torch import save_file
 
     tensors = {DETECTOR_PREFIX + k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if tracker is not None:
-        tensors.update({TRACKER_PREFIX + k: v.detach().contiguous() for k, v in tracker.state_dict().items()})
+    trackers = [] if tracker is None else [tracker] if isinstance(tracker, nn.Module) else list(tracker)
+    for part in trackers:
+        tensors.update({TRACKER_PREFIX + k: v.detach().contiguous() for k, v in part.state_dict().items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -15,10 +15,15 @@ def test_missing_checkpoint_file(tmp_path):
         opensam3.load(tmp_path / "nope.pt")
 
 
-def test_no_checkpoint_at_all_says_how_to_get_one(monkeypatch):
+def test_missing_embedded_weights_say_how_to_get_a_checkpoint(monkeypatch, tmp_path):
+    import opensam3.api
+
     monkeypatch.delenv("OPENSAM3_CHECKPOINT", raising=False)
-    with pytest.raises(CheckpointError, match="OPENSAM3_CHECKPOINT"):
+    monkeypatch.setattr(opensam3.api, "embedded_weights", lambda: tmp_path / "embedded.safetensors")
+    with pytest.raises(CheckpointError, match="embedded model's weights are missing.*OPENSAM3_CHECKPOINT"):
         opensam3.load()
+    with pytest.raises(CheckpointError, match="embedded model's weights are missing"):
+        opensam3.load("embedded")
 
 
 def test_corrupt_checkpoint(tmp_path):
@@ -105,13 +110,16 @@ def test_compat_processor_errors(tiny_sam, sample_image):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch, tiny_checkpoint):
+    import opensam3.api
+
     monkeypatch.delenv("OPENSAM3_CHECKPOINT", raising=False)
+    monkeypatch.setattr(opensam3.api, "embedded_weights", lambda: tmp_path / "embedded.safetensors")
     image = tmp_path / "img.png"
     from PIL import Image
 
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(image)
     cases = [
-        (["segment", str(image), "--text", "a dog"], "no checkpoint given"),
+        (["segment", str(image), "--text", "a dog"], "embedded model's weights are missing"),
         (["segment", str(tmp_path / "none.png"), "--text", "a dog"], "image file not found"),
         (["segment", str(image), "--text", " "], "--text is empty"),
         (["segment", str(image), "--text", "a dog", "--box", "0.5,0.5,1.5,0.2"], "outside [0, 1]"),

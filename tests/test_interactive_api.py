@@ -82,3 +82,40 @@ def test_click_cli(tmp_path, capsys, tiny_interactive_checkpoint):
     assert "at least one --point" in capsys.readouterr().err
     assert cli_main(["click", str(image), "--point", "400,30", "--checkpoint", str(tiny_interactive_checkpoint)]) == 2
     assert "outside" in capsys.readouterr().err
+
+
+def test_bfloat16_model_takes_points(tiny_interactive_checkpoint, sample_image):
+    # the prompt encoder gets float32 coordinates; a bf16 model must still take them
+    fast = opensam3.load(tiny_interactive_checkpoint, dtype=torch.bfloat16)
+    exact = opensam3.load(tiny_interactive_checkpoint)
+    masks, scores, _ = fast.predict(sample_image, points=[[60, 40]], point_labels=[1])
+    reference, _, _ = exact.predict(sample_image, points=[[60, 40]], point_labels=[1])
+    assert masks.shape == reference.shape and torch.isfinite(scores).all()
+    agreement = (masks == reference).float().mean().item()
+    assert agreement > 0.9, f"bf16 masks agree with fp32 on only {agreement:.1%} of pixels"
+
+
+def test_save_keeps_the_video_memory_weights(tmp_path):
+    import dataclasses
+
+    from opensam3 import TINY, build_model
+    from opensam3.model.tracker import TrackerHeads, TrackerHeadsConfig, TrackerMemory, TrackerMemoryConfig
+    from opensam3.seeded import seed_module
+
+    config = dataclasses.replace(TINY, vision=dataclasses.replace(TINY.vision, tracker_neck=True))
+    model = build_model(config)
+    seed_module(model)
+    heads, memory = TrackerHeads(TrackerHeadsConfig.from_model_config(config)), TrackerMemory(
+        TrackerMemoryConfig.from_model_config(config))
+    seed_module(heads, prefix="tracker.")
+    seed_module(memory, prefix="tracker.")
+    path = tmp_path / "with_memory.safetensors"
+    opensam3.Sam3(model, tracker=heads, memory=memory).save(path)
+    loaded = opensam3.load(path)
+    assert loaded.memory is not None
+    for key, value in memory.state_dict().items():
+        assert torch.equal(loaded.memory.state_dict()[key], value), key
+    assert loaded.video_tracker().memory is loaded.memory
+    without = opensam3.Sam3(model, tracker=heads)
+    with pytest.raises(InvalidInputError, match="no tracker memory weights"):
+        without.video_tracker()

@@ -85,6 +85,13 @@ class TrackerMemoryConfig:
     def embedding_size(self) -> int:
         return self.image_size // self.backbone_stride
 
+    @classmethod
+    def from_model_config(cls, config: Sam3Config, use_memory_selection: bool = True) -> "TrackerMemoryConfig":
+        """The memory path that goes with a model config (official ``build_tracker`` values; the
+        official SAM 3 video model turns memory selection on)."""
+        return cls(image_size=config.vision.image_size, backbone_stride=config.vision.patch_size,
+                   dim=config.vision.neck_dim, use_memory_selection=use_memory_selection)
+
     @property
     def mask_input_size(self) -> int:
         """Side of the masks the memory encoder downsamples (1152 at full size)."""

@@ -27,7 +27,9 @@ class RandomFourierPositions(nn.Module):
 
     def encode(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) xy in [0, 1] -> (..., 2 * half_dim)."""
-        projected = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
+        matrix = self.positional_encoding_gaussian_matrix
+        # coordinates arrive in float32; a bf16 model needs them in its own dtype for the matmul
+        projected = (2 * coords - 1).to(matrix.dtype) @ matrix
         projected = (2 * math.pi) * projected
         return torch.cat((projected.sin(), projected.cos()), dim=-1)
 
