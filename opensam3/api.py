@@ -94,9 +94,10 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
         path = embedded_weights()
         if not path.is_file():
             raise CheckpointError(
-                f"the embedded model's weights are missing ({path}); reinstall opensam3, pass a checkpoint "
-                f"path (sam3.pt or .safetensors), set {CHECKPOINT_ENV}=PATH, or use 'facebook/sam3' to "
-                "download the official weights")
+                f"no checkpoint given, and the embedded model's weights are missing ({path}: this build does not "
+                f"ship them). Pass a checkpoint path (sam3.pt or .safetensors), set {CHECKPOINT_ENV}=PATH, or "
+                "use 'facebook/sam3' to download the official weights (needs network access and an accepted "
+                "licence on huggingface.co)")
         return path
     if text in (HUB_REPO, "sam3") and not Path(text).exists():
         return download_official()

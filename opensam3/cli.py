@@ -99,6 +99,9 @@ def _segment(args) -> int:
                          float(result.scores[0]) if len(result) else 0.0, result.presence, elapsed))
         overlay = _combined_overlay(results, phrases)
         overlay.save(out_dir / f"{stem}.png")
+        if args.overlay_per_prompt and len(results) > 1:
+            for index, (phrase, result) in enumerate(zip(phrases, results)):
+                _combined_overlay([result], [phrase]).save(out_dir / f"{stem}_{index}_{_slug(phrase)}.png")
         (out_dir / f"{stem}.json").write_text(json.dumps({
             "image": str(image_path), "height": state.size[0], "width": state.size[1], "detections": records,
         }))
@@ -173,6 +176,13 @@ def _combined_overlay(results, phrases):
     return draw_overlay(base, torch.cat(masks).numpy(), boxes, labels)
 
 
+def _slug(phrase: str | None) -> str:
+    """A file-name-safe form of a prompt: 'a red car' -> 'a-red-car'."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", (phrase or "boxes").lower()).strip("-")[:40] or "prompt"
+
+
 def _print_table(rows) -> None:
     header = ("image", "prompt", "found", "best", "presence", "seconds")
     table = [header] + [(a, b, str(c), f"{d:.3f}", f"{e:.3f}", f"{f:.2f}") for a, b, c, d, e, f in rows]
@@ -195,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--threshold", type=float, default=0.5, help="score threshold (default 0.5)")
     seg.add_argument("--out", default="opensam3_out", help="output directory (default opensam3_out)")
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.add_argument("--overlay-per-prompt", action="store_true",
+                     help="with several --text, also write one overlay per prompt (<image>_<k>_<prompt>.png)")
     _add_model_args(seg)
     seg.set_defaults(func=_segment)
 

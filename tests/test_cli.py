@@ -31,3 +31,29 @@ def test_segment_writes_overlay_and_rle_per_image(tmp_path, capsys, tiny_checkpo
         assert prompts == {"a red dog", "a cat"}
         mask = decode_mask(record["detections"][0]["segmentation"])
         assert mask.shape == (60, 80)
+
+
+def test_demo_renders_a_scene_and_segments_its_phrases(tmp_path, monkeypatch, capsys, tiny_checkpoint):
+    from opensam3 import demo
+
+    monkeypatch.setenv("OPENSAM3_CHECKPOINT", str(tiny_checkpoint))
+    monkeypatch.setattr(demo, "OUT_DIR", tmp_path / "demo_out")
+    assert demo.main() == 0
+    out = capsys.readouterr().out
+    written = sorted(p.name for p in (tmp_path / "demo_out").glob("*"))
+    # the scene, the combined overlay + JSON, and one overlay per phrase (general, specific, negative)
+    assert "scene.png" in written and "scene.json" in written
+    assert sum(name.startswith("scene_") and name.endswith(".png") for name in written) == 3, written
+    for phrase in ("'star'", "'small striped red star'", "'pink star'"):
+        assert phrase in out
+
+
+def test_demo_without_any_model_explains_what_to_do(tmp_path, monkeypatch, capsys):
+    from opensam3 import demo
+
+    monkeypatch.delenv("OPENSAM3_CHECKPOINT", raising=False)
+    monkeypatch.setattr(demo, "embedded_weights", lambda: tmp_path / "missing.safetensors")
+    monkeypatch.setattr(demo, "OUT_DIR", tmp_path / "demo_out")
+    assert demo.main() == 0
+    assert "OPENSAM3_CHECKPOINT" in capsys.readouterr().out
+    assert (tmp_path / "demo_out" / "scene.png").is_file()

@@ -20,7 +20,7 @@ def test_missing_embedded_weights_say_how_to_get_a_checkpoint(monkeypatch, tmp_p
 
     monkeypatch.delenv("OPENSAM3_CHECKPOINT", raising=False)
     monkeypatch.setattr(opensam3.api, "embedded_weights", lambda: tmp_path / "embedded.safetensors")
-    with pytest.raises(CheckpointError, match="embedded model's weights are missing.*OPENSAM3_CHECKPOINT"):
+    with pytest.raises(CheckpointError, match="embedded model's weights are missing.*OPENSAM3_CHECKPOINT=PATH"):
         opensam3.load()
     with pytest.raises(CheckpointError, match="embedded model's weights are missing"):
         opensam3.load("embedded")
