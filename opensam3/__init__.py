@@ -17,12 +17,14 @@ from .errors import CheckpointError, InvalidInputError, OpenSam3Error
 from .data.video_io import open_video
 from .predictor.results import Segmentation
 from .predictor.video_build import build_video_tracker, load_video_tracker
+from .predictor.video_session import Sam3VideoPredictor, build_sam3_video_predictor
 from .predictor.video_tracker import VideoTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "InvalidInputError", "OpenSam3Error", "SAM3", "Sam3", "Sam3Config", "Sam3Processor",
+    "Sam3VideoPredictor", "build_sam3_video_predictor",
     "Segmentation", "TINY", "VideoTracker", "build_model", "build_sam3_image_model", "build_video_tracker",
     "get_config", "load", "load_video_tracker", "open_video",
 ]

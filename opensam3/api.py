@@ -126,6 +126,14 @@ class Sam3(ConceptPredictor):
                                     "video; load the official sam3.pt (it carries tracker.* weights)")
         return build_video_tracker(self, self.memory, **options)
 
+    def video_predictor(self, **options):
+        """Concept tracking in video with the official session protocol (``handle_request`` /
+        ``handle_stream_request``) on this model's weights; ``options`` go to
+        :func:`opensam3.predictor.video_session.build_concept_video_model`."""
+        from .predictor.video_session import Sam3VideoPredictor, build_concept_video_model
+
+        return Sam3VideoPredictor(build_concept_video_model(self, **options))
+
     def predict(self, image, points=None, point_labels=None, box=None, mask_input=None,
                 multimask_output: bool = True, return_logits: bool = False) -> InteractiveMasks:
         """Segment one object (the SAM 1/2 task): points (N, 2) x, y pixels with labels 1/0,

@@ -220,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     click.set_defaults(func=_click)
 
     from .eval import cli as eval_cli
+    from .predictor.track_cli import add_track_parser
     from .synth import cli as synth_cli
     from .train import cli as train_cli
 
+    add_track_parser(sub)
     eval_cli.add_eval_parser(sub)
     eval_cli.add_predict_dataset_parser(sub)
     synth_cli.add_synth_parser(sub)

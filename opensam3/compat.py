@@ -147,3 +147,8 @@ class Sam3Processor:
         probs = F.interpolate(out.masks[0, keep].float()[:, None], size=(height, width), mode="bilinear",
                               align_corners=False).sigmoid()
         return {"masks_logits": probs, "masks": probs > 0.5, "boxes": boxes_xyxy, "scores": scores[keep]}
+
+
+# the official video entry point lives with the video predictor; re-exported so that
+# `from opensam3.compat import build_sam3_video_predictor` mirrors the official module layout
+from .predictor.video_session import Sam3VideoPredictor, build_sam3_video_predictor  # noqa: E402,F401
