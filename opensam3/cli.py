@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_predict_dataset_parser(sub)
     synth_cli.add_synth_parser(sub)
     train_cli.add_train_parser(sub)
+    from .train.interactive import add_train_interactive_parser
+
+    add_train_interactive_parser(sub)
     return parser
 
 

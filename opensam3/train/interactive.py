@@ -1,0 +1,427 @@
+"""Second training stage: the interactive (point / box / mask prompt) tracker path.
+
+The detector, trunk included, stays as trained; what learns is the tracker neck (the second
+FPN over the same ViT trunk, initialised from the detector's neck) and the SAM 2 style heads
+(prompt encoder, mask decoder, no-memory embedding), sized by
+``TrackerHeadsConfig.from_model_config``. The trunk is frozen, so its output is computed once
+per training scene and each step only runs the neck and the heads.
+
+Recipe (SAM's): per object a first prompt (a positive click, uniform inside the object or at
+its centre, or a jittered box), then corrective clicks sampled in the error region of the
+previous prediction (positive on missed pixels, negative on wrong ones) with the previous
+low-res logits fed back as the mask prompt. Losses: focal (20) + dice (1) on the mask, MSE
+between predicted and actual IoU; a single click is ambiguous, so it gets three masks and only
+the lowest-loss one is trained. AdamW with warm-up + cosine; the step count is cut to fit a
+time budget. The result (detector + tracker neck + heads) loads with ``opensam3.load``.
+
+    opensam3 train-interactive --init runs/embedded/model.safetensors --out runs/interactive
+
+From scratch the heads first sit on a plateau (every mask empty) for ~1000-1500 steps before
+prompts start to steer them (lower learning rates escape sooner than 1e-3, which stays stuck);
+``--tracker-from`` starts from the tracker neck and heads of an earlier run instead (they
+carry over to a newer detector snapshot), which skips the plateau.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opensam3.checkpoint import load_into, read_checkpoint, split_checkpoint
+from opensam3.config import Sam3Config
+from opensam3.data.image_io import preprocess
+from opensam3.errors import CheckpointError
+from opensam3.model.sam3 import Sam3ImageModel
+from opensam3.model.tracker.config import TrackerHeadsConfig
+from opensam3.model.tracker.heads import TrackerHeads, tracker_image_state
+from opensam3.model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from opensam3.train.interactive_prompts import corrective_clicks, farthest_interior_point, jittered_box
+from opensam3.train.optim import param_groups
+
+MODEL_FILE = "model.safetensors"
+_TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
+
+
+@dataclass
+class InteractiveSettings:
+    init: str
+    out: str = "runs/interactive"
+    tracker_from: str | None = None     # warm start: tracker neck + heads of an earlier combined model
+    steps: int = 20000                  # upper bound; the time budget usually decides
+    time_budget: float | None = 1140.0  # seconds for the optimisation loop (None = run all steps)
+    train_scenes: int = 1000
+    images_per_step: int = 1            # many small steps learn faster than a few large ones
+    objects_per_image: int = 8
+    clicks: int = 1                     # corrective iterations after the first prompt
+    box_prob: float = 0.5               # first prompt is a box (else one positive click)
+    center_prob: float = 0.3            # a first click at the object's centre (else uniform inside)
+    lr: float = 5e-4                    # 1e-3 collapses to empty masks and stays there
+    neck_lr_scale: float = 0.1          # the tracker neck starts as the trained detector neck
+    # ... with its outputs scaled down: the official neck's features are about as large as the
+    # decoder's position encodings; the detector neck's are ~3x larger, which slows learning
+    neck_init_scale: float = 0.25
+    weight_decay: float = 0.01
+    warmup: int = 100
+    clip: float = 1.0
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    seed: int = 0
+    data_seed: int = 10                 # synthetic training scenes (the detector used seeds 0 and 1)
+    log_every: int = 10
+    progress: bool = True
+
+
+def with_tracker_neck(config: Sam3Config) -> Sam3Config:
+    return config.replace(vision=dataclasses.replace(config.vision, tracker_neck=True))
+
+
+def load_for_interactive(init: str | Path, neck_init_scale: float = 1.0, tracker_from: str | Path | None = None
+                         ) -> tuple[Sam3ImageModel, TrackerHeads]:
+    """The detector of ``init`` with a tracker neck (its own if the file has one, else a copy of
+    the detector neck with its outputs scaled by ``neck_init_scale``) and tracker heads (loaded if
+    present, else freshly initialised). ``tracker_from``: take the tracker neck and heads from
+    this combined checkpoint instead (a warm start from a run on an earlier detector)."""
+    from opensam3.api import _metadata_config, infer_config, resolve_checkpoint
+
+    path = resolve_checkpoint(init)
+    state = split_checkpoint(read_checkpoint(path))
+    config = with_tracker_neck(_metadata_config(path) or infer_config(state.detector))
+    model = Sam3ImageModel(config)
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if k not in state.detector)
+    unexpected = sorted(k for k in state.detector if k not in expected)
+    if unexpected or any(not k.startswith(_TRACKER_NECK) for k in missing):
+        raise CheckpointError(f"{path} does not fit {config.name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.detector.items()}, strict=False)
+    neck = model.backbone.vision_backbone
+    if missing:
+        neck.sam2_convs.load_state_dict(neck.convs.state_dict())
+        with torch.no_grad():
+            for level in neck.sam2_convs:
+                level.conv_3x3.weight.mul_(neck_init_scale)
+                level.conv_3x3.bias.mul_(neck_init_scale)
+    heads = TrackerHeads(TrackerHeadsConfig.from_model_config(config))
+    if tracker_from is not None:
+        donor = split_checkpoint(read_checkpoint(resolve_checkpoint(tracker_from)))
+        neck_state = {k[len(_TRACKER_NECK):]: v.float() for k, v in donor.detector.items() if k.startswith(_TRACKER_NECK)}
+        if not neck_state or not donor.tracker:
+            raise CheckpointError(f"{tracker_from} has no tracker neck and heads to start from")
+        load_into(neck.sam2_convs, neck_state, f"{tracker_from} (tracker neck)")
+        state.tracker = donor.tracker
+    if state.tracker:
+        load_into(heads, {k: v.float() for k, v in tracker_image_state(state.tracker).items()}, "tracker checkpoint")
+    return model.eval(), heads
+
+
+@dataclass
+class SceneCache:
+    """Frozen trunk outputs (N, D, g, g) float16 and per scene the visible masks (K, S, S) bool,
+    tight boxes (K, 4) and centre clicks (K, 2) (the point farthest from the boundary)."""
+
+    trunk: torch.Tensor
+    masks: list[torch.Tensor]
+    boxes: list[np.ndarray]
+    centers: list[np.ndarray]
+
+
+@torch.inference_mode()
+def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 16, progress: bool = False) -> SceneCache:
+    from opensam3.synth import scene_stream
+
+    cfg = model.config
+    stream = scene_stream(seed, size=cfg.image_size)
+    trunk = model.backbone.vision_backbone.trunk
+    chunks, masks, boxes, centers = [], [], [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=num_scenes, desc="caching trunk", dynamic_ncols=True, leave=False)
+    while len(masks) < num_scenes:
+        scenes = []
+        while len(scenes) < min(batch, num_scenes - len(masks)):
+            scene = next(stream)
+            if len(scene.objects):
+                scenes.append(scene)
+        pixels = preprocess([s.image for s in scenes], cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+        chunks.append(trunk(pixels).to(torch.float16))
+        for scene in scenes:
+            masks.append(torch.from_numpy(scene.masks))
+            boxes.append(scene.boxes.astype(np.float32))
+            centers.append(np.array([farthest_interior_point(m) for m in scene.masks], dtype=np.float32))
+        if bar is not None:
+            bar.update(len(scenes))
+    if bar is not None:
+        bar.close()
+    return SceneCache(torch.cat(chunks), masks, boxes, centers)
+
+
+def _focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """(n, k, H, W) -> (n, k) mean sigmoid focal loss per mask."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss.flatten(2).mean(-1)
+
+
+def _dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    prob = logits.sigmoid().flatten(2)
+    targets = targets.flatten(2)
+    return 1 - (2 * (prob * targets).sum(-1) + 1) / (prob.sum(-1) + targets.sum(-1) + 1)
+
+
+def mask_terms(low_res: torch.Tensor, target: torch.Tensor, s: InteractiveSettings):
+    """low_res (n, k, L, L) logits, target (n, S, S) bool -> per-mask loss (n, k), actual IoU
+    (n, k) of the thresholded upsampled masks, and the upsampled logits (n, k, S, S)."""
+    size = target.shape[-1]
+    up = F.interpolate(low_res, size=(size, size), mode="bilinear", align_corners=False)
+    t = target[:, None].float().expand_as(up)
+    loss = s.focal_weight * _focal(up, t) + s.dice_weight * _dice(up, t)
+    with torch.no_grad():
+        pred = up > 0
+        inter = (pred & target[:, None]).flatten(2).sum(-1).float()
+        union = (pred | target[:, None]).flatten(2).sum(-1).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return loss, iou, up
+
+
+def _decode(heads: TrackerHeads, image, high_res, coords, labels, mask_in):
+    sparse, dense = heads.sam_prompt_encoder(coords, labels, mask_in)
+    pe = heads.sam_prompt_encoder.dense_positions()
+    out = heads.sam_mask_decoder.predict_all(image, pe, sparse, dense, high_res)
+    return out.masks, out.iou_scores  # every token: single-mask first, then the multimask ones
+
+
+def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCache, images: list[int],
+                     rng: np.random.Generator, gen: torch.Generator, s: InteractiveSettings) -> dict[str, torch.Tensor]:
+    """The losses of one step on the cached scenes ``images``."""
+    neck = model.backbone.vision_backbone
+    with torch.set_grad_enabled(torch.is_grad_enabled() and s.neck_lr_scale > 0):
+        levels, _ = neck.tracker_levels(cache.trunk[images].float(), 3)
+    embedding = heads.embed_image(levels)
+    size = model.config.image_size
+    rows, targets, first = [], [], []
+    for row, index in enumerate(images):
+        count = cache.masks[index].shape[0]
+        for obj in rng.permutation(count)[:s.objects_per_image]:
+            rows.append(row)
+            targets.append(cache.masks[index][obj])
+            if rng.random() < s.box_prob:
+                first.append(("box", jittered_box(cache.boxes[index][obj], rng, size)))
+            elif rng.random() < s.center_prob:
+                first.append(("point", cache.centers[index][obj]))
+            else:
+                ys, xs = torch.nonzero(cache.masks[index][obj], as_tuple=True)
+                pick = int(rng.integers(len(xs)))
+                first.append(("point", np.array([int(xs[pick]), int(ys[pick])], dtype=np.float32)))
+    totals = {"mask": 0.0, "iou": 0.0}
+    count = 0
+    first_iou = {}  # actual IoU of the first prompt's output (the chosen one), for the log
+    for kind in ("point", "box"):
+        members = [i for i, (k, _) in enumerate(first) if k == kind]
+        if not members:
+            continue
+        pick = torch.tensor([rows[i] for i in members])
+        image = embedding.image.index_select(0, pick)
+        high_res = tuple(level.index_select(0, pick) for level in embedding.high_res)
+        target = torch.stack([targets[i] for i in members])
+        prompts = torch.from_numpy(np.stack([first[i][1] for i in members]))
+        if kind == "point":
+            coords = prompts[:, None]
+            labels = torch.ones(len(members), 1, dtype=torch.long)
+        else:
+            coords = prompts.reshape(-1, 2, 2)
+            labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]]).expand(len(members), 2)
+        mask_in = None
+        for step in range(1 + s.clicks):
+            masks, iou_pred = _decode(heads, image, high_res, coords, labels, mask_in)
+            n = len(members)
+            if step == 0:
+                # the three multimask outputs, lowest loss trained (for a box as well: they are the
+                # predictor's fallback for an unstable single mask)
+                loss, iou, up = mask_terms(masks[:, 1:], target, s)
+                best = loss.argmin(dim=1)
+                mask_loss = loss[torch.arange(n), best]
+                iou_loss = F.mse_loss(iou_pred[:, 1:], iou, reduction="none").mean(1)
+                chosen = iou_pred[:, 1:].detach().argmax(dim=1) + 1
+                if kind == "box":
+                    single, single_iou, single_up = mask_terms(masks[:, :1], target, s)
+                    mask_loss = mask_loss + single[:, 0]
+                    iou_loss = iou_loss + F.mse_loss(iou_pred[:, 0], single_iou[:, 0], reduction="none")
+                    chosen = torch.zeros_like(chosen)
+                    up = torch.cat((single_up, up), dim=1)
+                else:
+                    up = torch.cat((up[:, :1], up), dim=1)  # index by token (0 unused here)
+            else:
+                loss, iou, up = mask_terms(masks[:, :1], target, s)
+                mask_loss, iou_loss = loss[:, 0], F.mse_loss(iou_pred[:, 0], iou[:, 0], reduction="none")
+                chosen = torch.zeros(n, dtype=torch.long)
+            if step == 0:
+                first_iou[kind] = single_iou[:, 0] if kind == "box" else iou[torch.arange(n), chosen - 1]
+            totals["mask"] = totals["mask"] + mask_loss.sum()
+            totals["iou"] = totals["iou"] + iou_loss.sum()
+            count += n
+            if step == s.clicks:
+                break
+            ar = torch.arange(n)
+            mask_in = masks[ar, chosen][:, None].detach()
+            pred = up[ar, chosen].detach() > 0
+            xy, click = corrective_clicks(pred, target, gen)
+            coords = torch.cat((coords, xy[:, None]), dim=1)
+            labels = torch.cat((labels, click[:, None]), dim=1)
+    out = {k: v / count for k, v in totals.items()}
+    out["loss"] = out["mask"] + s.iou_weight * out["iou"]
+    for kind, values in first_iou.items():
+        out[f"{kind}_iou"] = values.float().mean()
+    return out
+
+
+def trainable_modules(model: Sam3ImageModel, heads: TrackerHeads, train_neck: bool = True) -> nn.Module:
+    """The tracker neck levels the heads use (unless ``train_neck`` is False) and the heads;
+    freezes everything else."""
+    model.requires_grad_(False)
+    neck = model.backbone.vision_backbone.sam2_convs
+    used = len(model.config.vision.scale_factors) - 1
+    for level in list(neck)[:used]:
+        level.requires_grad_(train_neck)
+    heads.requires_grad_(True)
+    return nn.ModuleDict({"neck": nn.ModuleList(list(neck)[:used]), "heads": heads})
+
+
+def train_interactive(s: InteractiveSettings) -> dict:
+    """Run the stage; writes OUT/model.safetensors and OUT/log.jsonl; returns a summary."""
+    from opensam3.api import Sam3
+    from opensam3.train.optim import warmup_cosine
+
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(s.seed)
+    start = time.time()
+    model, heads = load_for_interactive(s.init, s.neck_init_scale, s.tracker_from)
+    cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress)
+    cache_time = time.time() - start
+    trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0)
+    trainable.train()
+    schedule = {"total": s.steps}
+    groups = param_groups(trainable["heads"], s.weight_decay)
+    if s.neck_lr_scale > 0:
+        groups += [dict(group, lr=s.lr * s.neck_lr_scale) for group in param_groups(trainable["neck"], s.weight_decay)]
+    optimizer = torch.optim.AdamW(groups, lr=s.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, schedule["total"], s.warmup))
+    rng = np.random.default_rng(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)
+    log = open(out / "log.jsonl", "w")
+    bar = None
+    if s.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=s.steps, desc="train-interactive", dynamic_ncols=True)
+    loop_start = time.time()
+    step, history = 0, []
+    while step < schedule["total"]:
+        images = rng.choice(len(cache.masks), size=min(s.images_per_step, len(cache.masks)), replace=False).tolist()
+        losses = interactive_loss(model, heads, cache, images, rng, gen, s)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if s.clip:
+            torch.nn.utils.clip_grad_norm_(trainable.parameters(), s.clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+        elapsed = time.time() - loop_start
+        if s.time_budget and step >= 20 and step % 20 == 0:
+            # cut the schedule so the loop ends within the budget (never extends it)
+            fit = step + int((s.time_budget - elapsed) / (elapsed / step))
+            schedule["total"] = max(step + 1, min(schedule["total"], fit))
+            if bar is not None:
+                bar.total = schedule["total"]
+        if step % s.log_every == 0 or step == schedule["total"]:
+            recent = history[-s.log_every:]
+            keys = sorted({k for h in recent for k in h})
+            entry = {k: float(np.mean([h[k] for h in recent if k in h])) for k in keys}
+            entry.update(step=step, lr=scheduler.get_last_lr()[0], time=round(elapsed, 1))
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            if bar is not None:
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", iou=f"{entry['iou']:.4f}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    log.close()
+    train_time = time.time() - loop_start
+    # the detector (tracker neck included) in float16 like the detector export; heads in float32
+    model.half()
+    Sam3(model, tracker=heads.eval()).save(out / MODEL_FILE)
+    first = history[:s.log_every]
+    last = history[-s.log_every:]
+    return {"out": str(out / MODEL_FILE), "steps": step, "cache_s": round(cache_time, 1),
+            "train_s": round(train_time, 1),
+            "loss_first": sum(h["loss"] for h in first) / len(first),
+            "loss_last": sum(h["loss"] for h in last) / len(last)}
+
+
+# -- command line (``opensam3 train-interactive``) ---------------------------------------------
+def add_train_interactive_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train-interactive", help="train the point/box/mask-prompt tracker heads on top of a trained detector",
+        description="Freeze a trained detector (ViT trunk included), train the tracker neck and SAM 2 style heads "
+                    "on the synthetic shapes world (clicks, jittered boxes, corrective clicks with the previous mask "
+                    "fed back; focal + dice + IoU losses), save detector + tracker as OUT/model.safetensors "
+                    "(opensam3.load reads it) and evaluate single-click / box IoU on held-out scenes.")
+    defaults = InteractiveSettings(init="")
+    parser.add_argument("--init", required=True, help="trained detector checkpoint (.safetensors / .pt)")
+    parser.add_argument("--out", default=defaults.out, help=f"output folder (default {defaults.out})")
+    parser.add_argument("--tracker-from", help="warm start: take the tracker neck and heads from this combined model "
+                        "(e.g. a run on an earlier detector snapshot); the detector comes from --init")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help=f"max optimizer steps ({defaults.steps})")
+    parser.add_argument("--time-budget", type=float, default=defaults.time_budget,
+                        help=f"seconds for the training loop; the schedule is cut to fit ({defaults.time_budget:g}; "
+                             "0 = run all steps)")
+    parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes)
+    parser.add_argument("--images-per-step", type=int, default=defaults.images_per_step)
+    parser.add_argument("--objects-per-image", type=int, default=defaults.objects_per_image)
+    parser.add_argument("--clicks", type=int, default=defaults.clicks, help="corrective clicks per object")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate of the heads ({defaults.lr:g})")
+    parser.add_argument("--neck-lr-scale", type=float, default=defaults.neck_lr_scale,
+                        help=f"tracker-neck learning rate / head learning rate ({defaults.neck_lr_scale:g})")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--eval-scenes", type=int, default=200, help="held-out scenes to evaluate (0 = skip)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_train_interactive)
+    return parser
+
+
+def run_train_interactive(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = InteractiveSettings(
+        init=args.init, out=args.out, tracker_from=args.tracker_from, steps=args.steps, time_budget=args.time_budget or None,
+        train_scenes=args.train_scenes, images_per_step=args.images_per_step,
+        objects_per_image=args.objects_per_image, clicks=args.clicks, lr=args.lr, neck_lr_scale=args.neck_lr_scale, warmup=args.warmup, seed=args.seed,
+        progress=not args.no_progress)
+    summary = train_interactive(settings)
+    if args.eval_scenes:
+        from opensam3.train.interactive_eval import evaluate_interactive
+
+        start = time.time()
+        summary["eval"] = evaluate_interactive(summary["out"], num_scenes=args.eval_scenes,
+                                               progress=settings.progress)
+        summary["eval_s"] = round(time.time() - start, 1)
+        (Path(settings.out) / "eval.json").write_text(json.dumps(summary["eval"], indent=1))
+    print(json.dumps(summary))
+    return 0
