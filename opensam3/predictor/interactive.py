@@ -25,6 +25,7 @@ from ..model.tracker.heads import TrackerHeads, TrackerImageEmbedding
 from ..model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from ..ops.components import fill_small_holes
 from .image import ImageState
+from .inputs import finite_numbers
 
 
 class InteractiveMasks(NamedTuple):
@@ -36,16 +37,6 @@ class InteractiveMasks(NamedTuple):
     masks: torch.Tensor
     iou_scores: torch.Tensor
     low_res_logits: torch.Tensor
-
-
-def _as_float_array(values, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be numbers; got {values!r}") from None
-    if not np.isfinite(array).all():
-        raise InvalidInputError(f"{name} contain NaN or infinite values")
-    return array
 
 
 class InteractivePredictor:
@@ -83,7 +74,7 @@ class InteractivePredictor:
         size = self.heads.config.image_size
         coords, labels = [], []
         if box is not None:
-            corners = _as_float_array(box, "box")
+            corners = finite_numbers(box, "box")
             if corners.size != 4:
                 raise InvalidInputError(f"box must be 4 numbers x0, y0, x1, y1 (pixels); got shape {corners.shape}")
             corners = corners.reshape(2, 2)
@@ -95,7 +86,7 @@ class InteractivePredictor:
         if points is not None or point_labels is not None:
             if points is None or point_labels is None:
                 raise InvalidInputError("give point_labels together with points (1 = object, 0 = background)")
-            xy = _as_float_array(points, "points")
+            xy = finite_numbers(points, "points")
             if xy.ndim == 1 and xy.size == 2:
                 xy = xy[None]
             if xy.ndim != 2 or xy.shape[1] != 2:

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .video_concept import ConceptVideoState, ConceptVideoTracker
+from .inputs import finite_numbers
 from .video_prompts import fill_holes_in_mask_scores
 
 FULL, PARTIAL, FETCH = "propagation_full", "propagation_partial", "propagation_fetch"
@@ -25,16 +26,6 @@ def _check_frame(state: ConceptVideoState, frame_idx) -> int:
         raise InvalidInputError(f"frame_index {int(frame_idx)} is out of range: the video has {state.num_frames} "
                                 f"frames (0..{state.num_frames - 1})")
     return int(frame_idx)
-
-
-def _numbers(values, name: str, shape_hint: str) -> np.ndarray:
-    try:
-        array = np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be numbers ({shape_hint}); got {values!r}") from None
-    if not np.isfinite(array).all():
-        raise InvalidInputError(f"{name} contain NaN or infinite values")
-    return array
 
 
 def _labels(values, count: int, name: str) -> list[int]:
@@ -71,7 +62,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
         if boxes_xywh is not None:
             if box_labels is None:
                 raise InvalidInputError("give bounding_box_labels with bounding_boxes (1 positive, 0 negative)")
-            boxes = _numbers(boxes_xywh, "bounding_boxes", "[[x, y, w, h], ...] relative to the frame")
+            boxes = finite_numbers(boxes_xywh, "bounding_boxes", "[[x, y, w, h], ...] relative to the frame")
             if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
                 raise InvalidInputError(f"bounding_boxes must be a list of [x, y, w, h]; got shape {boxes.shape}")
             labels = _labels(box_labels, boxes.shape[0], "bounding_box_labels")
@@ -99,7 +90,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
         if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
             raise InvalidInputError(f"obj_id must be an integer; got {obj_id!r}")
         obj_id = int(obj_id)
-        xy = _numbers(points, "points", "[[x, y], ...] relative to the frame")
+        xy = finite_numbers(points, "points", "[[x, y], ...] relative to the frame")
         if xy.ndim == 1 and xy.size == 2:
             xy = xy[None]
         if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] == 0:

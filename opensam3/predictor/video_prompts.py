@@ -9,16 +9,7 @@ import torch.nn.functional as F
 from ..errors import InvalidInputError
 from ..model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from ..ops.components import connected_components
-
-
-def _numbers(values, name: str) -> np.ndarray:
-    try:
-        array = np.asarray(values.detach().cpu() if torch.is_tensor(values) else values, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be numbers; got {values!r}") from None
-    if not np.isfinite(array).all():
-        raise InvalidInputError(f"{name} contain NaN or infinite values")
-    return array
+from .inputs import finite_numbers
 
 
 def _check_inside(xy: np.ndarray, width: int, height: int, what: str) -> None:
@@ -38,7 +29,7 @@ def point_prompt(points, labels, box, width: int, height: int, image_size: int,
         raise InvalidInputError("nothing to track: give points with labels, or a box")
     coords, values = [], []
     if box is not None:
-        corners = _numbers(box, "box").reshape(-1)
+        corners = finite_numbers(box, "box").reshape(-1)
         if corners.size != 4:
             raise InvalidInputError(f"box must be 4 numbers x0, y0, x1, y1 (pixels); got {corners.size}")
         corners = corners.reshape(2, 2)
@@ -49,7 +40,7 @@ def point_prompt(points, labels, box, width: int, height: int, image_size: int,
         coords.append(corners)
         values += [BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]
     if points is not None:
-        xy = _numbers(points, "points")
+        xy = finite_numbers(points, "points")
         if xy.ndim == 1 and xy.size == 2:
             xy = xy[None]
         if xy.ndim != 2 or xy.shape[1] != 2:
