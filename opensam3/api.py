@@ -18,6 +18,7 @@ from .checkpoint import (
     split_checkpoint,
 )
 from .config import CONFIGS, Sam3Config, config_from_dict, config_to_dict, get_config
+from .device import warn_if_slow_bf16
 from .errors import CheckpointError, InvalidInputError
 from .model.sam3 import Sam3ImageModel
 from .model.tracker.config import TrackerHeadsConfig, TrackerMemoryConfig
@@ -169,6 +170,7 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
     device, dtype: where to run; float32 is exact, bfloat16 is the fast path.
     tracker_dtype: dtype of the tracker heads and memory (points/boxes, video); default ``dtype``.
     """
+    warn_if_slow_bf16(device, dtype)
     path = resolve_checkpoint(checkpoint)
     state: SplitCheckpoint = split_checkpoint(read_checkpoint(path))
     if isinstance(config, str):

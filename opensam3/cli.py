@@ -42,7 +42,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="model config name when the checkpoint does not say (sam3, tiny)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda:0, mps (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                        help="float32 is exact; bfloat16 is the fast path")
+                        help="float32 is exact; bfloat16 is the fast path on CPUs with bf16 arithmetic "
+                             "(AVX-512 BF16, AMX) and GPUs, and much slower elsewhere (a warning says so)")
 
 
 def _load_model(args):
