@@ -112,3 +112,20 @@ def test_warmup_cosine_schedule():
     assert values[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(values[10:], values[11:]))
     assert warmup_cosine(500, 110, 10, 0.1) == pytest.approx(0.1)  # clamped after the end
+
+
+def test_one_to_many_matcher_takes_the_top_quality_queries():
+    from opensam3.train.matcher import OneToManyMatcher
+
+    target = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    # queries 0-4 sit on the instance (IoU 1 down to ~0.5), 5-7 are far away
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.51, 0.5, 0.2, 0.2], [0.5, 0.52, 0.2, 0.2], [0.53, 0.5, 0.2, 0.2],
+                          [0.55, 0.55, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1], [0.9, 0.9, 0.1, 0.1], [0.1, 0.9, 0.1, 0.1]])
+    logits = torch.zeros(8)
+    (q, t), = OneToManyMatcher(topk=4)(logits[None], boxes[None], [target])
+    # several queries per instance (what one-to-one matching never gives), the best ones
+    assert sorted(q.tolist()) == [0, 1, 2, 3] and t.tolist() == [0] * 4
+    (q, t), = OneToManyMatcher(threshold=0.95)(logits[None], boxes[None], [target])
+    assert q.numel() == 0  # quality 0.3 * 0.5 + 0.7 * IoU never reaches 0.95
+    (q, t), = OneToManyMatcher()(logits[None], boxes[None], [torch.zeros(0, 4)])
+    assert q.numel() == 0 and t.numel() == 0

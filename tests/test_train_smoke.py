@@ -214,3 +214,50 @@ def test_cli_parser_wires_run_train(tmp_path):
     args = parser.parse_args(["train", "--config", "nonesuch", "--data", str(tmp_path)])
     with pytest.raises(InvalidInputError, match="known configs"):
         args.func(args)
+    args = parser.parse_args(["train", "--config", "tiny", "--data", str(tmp_path), "--dac", "--official-init"])
+    assert args.dac is True and args.official_init is True
+    args = parser.parse_args(["train", "--config", "tiny", "--data", str(tmp_path)])
+    assert args.dac is None and args.official_init is False  # None: the recipe's (off) DAC setting
+
+
+def test_dac_query_copy_leaves_the_one_to_one_queries_unchanged_and_is_trained(data, tmp_path):
+    """SAM 3's one-to-many (DAC) query copy (TrainSettings.dac): it must not change the
+    one-to-one queries (inference uses only them) and must get its own one-to-many losses."""
+    run = trainer(tmp_path, data, dac=True)
+    model, batch = run.model, run.next_batch()
+    queries = MICRO.detector.num_queries
+    with torch.no_grad():
+        features = model.encode_image(batch.pixels)
+        text = model.backbone.language_backbone(batch.phrases)
+        prompts = (batch.prompt_boxes, batch.prompt_labels, batch.prompt_padding)
+        plain, plain_dec, plain_logits = model.ground(features, text, *prompts, all_layers=True)
+        dac, dac_dec, dac_logits = model.ground(features, text, *prompts, all_layers=True, dac=True)
+    assert dac_logits.shape[2] == 2 * queries and dac.masks.shape[1] == 2 * queries
+    torch.testing.assert_close(dac_logits[:, :, :queries], plain_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dac_dec.pred_boxes[:, :, :queries], plain_dec.pred_boxes, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dac.masks[:, :queries], plain.masks, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dac_dec.presence_logits, plain_dec.presence_logits, rtol=1e-5, atol=1e-5)
+    # the copy skips self-attention, so it differs from the one-to-one queries
+    assert not torch.allclose(dac_logits[:, :, queries:], plain_logits, atol=1e-4)
+    _, log = run.compute_loss(batch)
+    assert {"ce_o2m", "bbox_o2m", "giou_o2m", "mask_o2m", "dice_o2m"} <= set(log)
+    assert "presence_o2m" not in log and "semantic_o2m" not in log
+
+
+def test_init_from_scratch_is_the_official_initialisation():
+    from opensam3.train.init import init_from_scratch
+
+    torch.manual_seed(0)
+    model = init_from_scratch(build_model(MICRO))
+    decoder = model.transformer.decoder
+    assert not decoder.bbox_embed.layers[-1].weight.any() and not decoder.bbox_embed.layers[-1].bias.any()
+    trunk = model.backbone.vision_backbone.trunk
+    assert 0.01 < float(trunk.pos_embed.detach().std()) < 0.03
+    assert float(trunk.blocks[0].mlp.fc1.weight.detach().std()) == pytest.approx(0.02, rel=0.2)
+    with torch.no_grad():
+        features = model.encode_image(torch.zeros(1, 3, 56, 56))
+        text = model.backbone.language_backbone(["red circle"])
+        _, decoded, _ = model.ground(features, text, torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool),
+                                     torch.zeros(1, 0, dtype=torch.bool), all_layers=True)
+    # every query's first box is its reference box (DETR box refinement starts from the anchors)
+    torch.testing.assert_close(decoded.pred_boxes[0, 0], decoder.reference_points.weight.sigmoid())

@@ -40,6 +40,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--dac", action="store_true", default=None,
+                        help="add SAM 3's one-to-many query copy (DAC) with one-to-many supervision")
+    parser.add_argument("--official-init", action="store_true",
+                        help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
+                             "std-0.02 ViT) instead of PyTorch's defaults")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
     parser.set_defaults(func=run_train)
     return parser
@@ -65,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         exemplar_prob=args.exemplar_prob, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
-        save_dtype=args.save_dtype, seed=args.seed, progress=False if args.no_progress else None)
+        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 
@@ -77,6 +82,10 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(settings.seed)
     model = load(settings.init, config=config, device=args.device).model if settings.init else \
         build_model(config, device=args.device)
+    if args.official_init and not settings.init:
+        from opensam3.train.init import init_from_scratch
+
+        init_from_scratch(model)
     trainer = Trainer(settings, model=model)
     metrics = trainer.run()
     print(json.dumps({"step": trainer.step, "out": str(trainer.out), **metrics}))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from opensam3.ops.boxes import box_area, cxcywh_to_xyxy
-from opensam3.train.matcher import Assignment, HungarianMatcher
+from opensam3.train.matcher import Assignment, HungarianMatcher, OneToManyMatcher
 
 
 @dataclass(frozen=True)
@@ -104,27 +104,37 @@ def classification_loss(logits: torch.Tensor, matched_iou: torch.Tensor, pair_id
 class SetCriterion:
     """Matches and sums the weighted losses of every decoder layer.
 
-    ``__call__(output, decoded, layer_logits, target_boxes, target_masks, exhaustive)``:
+    ``__call__(output, decoded, layer_logits, target_boxes, target_masks, exhaustive, dac=False)``:
     ``output``/``decoded``/``layer_logits`` as returned by ``Sam3ImageModel.ground(...,
     all_layers=True)``; target_boxes: B tensors (T_b, 4) cxcywh; target_masks: B tensors
     (T_b, h, w) in {0, 1} at the mask-head resolution; exhaustive: (B,) bool.
+    With ``dac=True`` the outputs carry 2Q queries (``ground(..., dac=True)``): the first Q get
+    the one-to-one losses above, the second Q (the DAC copy) the same query losses (no
+    presence, no semantic) against a one-to-many assignment (``OneToManyMatcher`` on the last
+    layer, Hungarian on the others, as SAM 3's ``use_o2m_matcher_on_o2m_aux=False``), weighted
+    by ``o2m_weight`` (2.0, as reported for SAM 3's training config). The one-to-many matcher
+    only assigns queries with IoU above ~0.5, so from scratch it stays idle until boxes are close.
     Returns (total loss, {name: float} for logging).
     """
 
     def __init__(self, weights: LossWeights = LossWeights(), matcher: HungarianMatcher | None = None,
-                 alpha: float = 0.25, gamma: float = 2.0, pos_weight: float = 10.0):
+                 alpha: float = 0.25, gamma: float = 2.0, pos_weight: float = 10.0,
+                 o2m_matcher: OneToManyMatcher | None = None, o2m_weight: float = 2.0):
         self.weights = weights
         self.matcher = matcher or HungarianMatcher()
+        self.o2m_matcher = o2m_matcher or OneToManyMatcher()
+        self.o2m_weight = o2m_weight
         self.alpha, self.gamma, self.pos_weight = alpha, gamma, pos_weight
 
     def match(self, logits: torch.Tensor, boxes: torch.Tensor, target_boxes: list[torch.Tensor]) -> list[Assignment]:
         return self.matcher(logits.detach(), boxes.detach(), target_boxes)
 
-    def layer_losses(self, logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor,
-                     target_boxes: list[torch.Tensor], exhaustive: torch.Tensor,
-                     num_instances: float) -> tuple[dict[str, torch.Tensor], list[Assignment]]:
+    def layer_losses(self, logits: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor | None,
+                     target_boxes: list[torch.Tensor], exhaustive: torch.Tensor, num_instances: float,
+                     matches: list[Assignment] | None = None) -> tuple[dict[str, torch.Tensor], list[Assignment]]:
         device = logits.device
-        matches = self.match(logits, boxes, target_boxes)
+        if matches is None:
+            matches = self.match(logits, boxes, target_boxes)
         pair_idx, query_idx, target_idx = _flat_indices(matches, [t.shape[0] for t in target_boxes], device)
         all_targets = torch.cat(target_boxes).to(device=device, dtype=boxes.dtype) if target_boxes else boxes.new_zeros(0, 4)
         src = boxes[pair_idx, query_idx]
@@ -136,11 +146,12 @@ class SetCriterion:
                                       self.alpha, self.gamma, self.pos_weight),
             "bbox": F.l1_loss(src, tgt, reduction="sum") / num_instances,
             "giou": (1 - giou).sum() / num_instances,
-            "presence": 0.5 * F.binary_cross_entropy_with_logits(presence, has_instance.to(presence.dtype)),
         }
+        if presence is not None:
+            losses["presence"] = 0.5 * F.binary_cross_entropy_with_logits(presence, has_instance.to(presence.dtype))
         return losses, matches
 
-    def mask_losses(self, masks: torch.Tensor, semantic: torch.Tensor, matches: list[Assignment],
+    def mask_losses(self, masks: torch.Tensor, semantic: torch.Tensor | None, matches: list[Assignment],
                     target_masks: list[torch.Tensor], num_instances: float) -> dict[str, torch.Tensor]:
         device = masks.device
         pair_idx, query_idx, target_idx = _flat_indices(matches, [t.shape[0] for t in target_masks], device)
@@ -148,33 +159,51 @@ class SetCriterion:
         resized = [_resize_masks(t.to(device=device, dtype=masks.dtype), size) for t in target_masks]
         all_targets = torch.cat(resized) if resized else masks.new_zeros(0, *size)
         src, tgt = masks[pair_idx, query_idx], all_targets[target_idx]
-        union = torch.stack([t.amax(0) if t.shape[0] else masks.new_zeros(size) for t in resized])
-        sem = semantic[:, 0]
-        return {
+        losses = {
             "mask": sigmoid_focal_loss(src, tgt).flatten(1).mean(1).sum() / num_instances,
             "dice": dice_loss(src, tgt).sum() / num_instances,
-            "semantic": F.binary_cross_entropy_with_logits(sem, union),
-            "semantic_dice": dice_loss(sem, union).mean(),
         }
+        if semantic is not None:
+            union = torch.stack([t.amax(0) if t.shape[0] else masks.new_zeros(size) for t in resized])
+            sem = semantic[:, 0]
+            losses["semantic"] = F.binary_cross_entropy_with_logits(sem, union)
+            losses["semantic_dice"] = dice_loss(sem, union).mean()
+        return losses
 
     def __call__(self, output, decoded, layer_logits: torch.Tensor, target_boxes: list[torch.Tensor],
-                 target_masks: list[torch.Tensor], exhaustive: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                 target_masks: list[torch.Tensor], exhaustive: torch.Tensor,
+                 dac: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
         num_instances = float(max(sum(t.shape[0] for t in target_boxes), 1))
         weights = asdict(self.weights)
         total = layer_logits.new_zeros(())
         log: dict[str, float] = {}
         num_layers = layer_logits.shape[0]
+        num_queries = layer_logits.shape[2] // 2 if dac else layer_logits.shape[2]
+        o2o, o2m = slice(0, num_queries), slice(num_queries, None)
         for layer in range(num_layers):
-            losses, matches = self.layer_losses(layer_logits[layer, ..., 0], decoded.pred_boxes[layer],
-                                                decoded.presence_logits[layer, :, 0], target_boxes, exhaustive,
-                                                num_instances)
-            if layer == num_layers - 1:
-                losses.update(self.mask_losses(output.masks, output.semantic_logits, matches, target_masks,
+            last = layer == num_layers - 1
+            logits, boxes = layer_logits[layer, :, o2o, 0], decoded.pred_boxes[layer][:, o2o]
+            losses, matches = self.layer_losses(logits, boxes, decoded.presence_logits[layer, :, 0], target_boxes,
+                                                exhaustive, num_instances)
+            if last:
+                losses.update(self.mask_losses(output.masks[:, o2o], output.semantic_logits, matches, target_masks,
                                                num_instances))
             for name, value in losses.items():
                 total = total + weights[name] * value
-                if layer == num_layers - 1:
+                if last:
                     log[name] = float(value.detach())
+            if not dac:
+                continue
+            logits, boxes = layer_logits[layer, :, o2m, 0], decoded.pred_boxes[layer][:, o2m]
+            matcher = self.o2m_matcher if last else self.matcher
+            many = matcher(logits.detach(), boxes.detach(), target_boxes)
+            losses, _ = self.layer_losses(logits, boxes, None, target_boxes, exhaustive, num_instances, matches=many)
+            if last:
+                losses.update(self.mask_losses(output.masks[:, o2m], None, many, target_masks, num_instances))
+            for name, value in losses.items():
+                total = total + self.o2m_weight * weights[name] * value
+                if last:
+                    log[f"{name}_o2m"] = float(value.detach())
         log["loss"] = float(total.detach())
         return total, log
 

@@ -65,3 +65,36 @@ class HungarianMatcher:
             rows, cols = linear_sum_assignment(cost)
             result.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
         return result
+
+
+class OneToManyMatcher:
+    """SAM 3's one-to-many assignment for the DAC query copy (``BinaryOneToManyMatcher``).
+
+    Quality = alpha * prob + (1 - alpha) * IoU(box_q, box_t); every instance gets the queries
+    whose quality is above the (1 - topk / Q) quantile over the queries and above
+    ``threshold``. A query may serve several instances; there is no one-to-one constraint.
+    Defaults are the official training setup's: alpha 0.3, threshold 0.4, topk 4.
+    """
+
+    def __init__(self, alpha: float = 0.3, threshold: float = 0.4, topk: int = 4):
+        self.alpha, self.threshold, self.topk = alpha, threshold, topk
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, boxes: torch.Tensor, target_boxes: list[torch.Tensor]) -> list[Assignment]:
+        """logits (B, Q), boxes (B, Q, 4) cxcywh; target_boxes: B tensors (T_b, 4) cxcywh.
+        Returns per pair (query_idx, target_idx) of every selected (query, instance) pair."""
+        from opensam3.ops.boxes import box_iou
+
+        result = []
+        num_queries = logits.shape[1]
+        for b, targets in enumerate(target_boxes):
+            if targets.shape[0] == 0:
+                empty = torch.zeros(0, dtype=torch.long)
+                result.append((empty, empty))
+                continue
+            iou = box_iou(cxcywh_to_xyxy(boxes[b].float()), cxcywh_to_xyxy(targets.float().to(boxes.device)))
+            quality = self.alpha * logits[b].float().sigmoid()[:, None] + (1 - self.alpha) * iou  # (Q, T)
+            cut = torch.quantile(quality, 1 - self.topk / num_queries, dim=0, keepdim=True)
+            rows, cols = torch.nonzero((quality > cut) & (quality > self.threshold), as_tuple=True)
+            result.append((rows.cpu(), cols.cpu()))
+        return result

@@ -49,6 +49,7 @@ class TrainSettings:
     min_lr_ratio: float = 0.01
     clip: float = 0.1                 # max gradient norm (SAM 3 clips at 0.1); 0 = off
     exemplar_prob: float = 0.2        # fraction of positive pairs that also get one exemplar box
+    dac: bool = False                 # SAM 3's one-to-many query copy (DAC), supervised with o2m matching
     log_every: int = 10
     save_every: int = 250
     eval_every: int = 500             # 0 = only at the end
@@ -145,9 +146,9 @@ class Trainer:
         text = model.backbone.language_backbone(batch.phrases, device=device)
         output, decoded, layer_logits = model.ground(
             features, text, batch.prompt_boxes.to(device), batch.prompt_labels.to(device),
-            batch.prompt_padding.to(device), all_layers=True)
+            batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac)
         return self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
-                              batch.exhaustive)
+                              batch.exhaustive, dac=self.settings.dac)
 
     def train_step(self) -> dict[str, float]:
         batch = self.next_batch()

@@ -1,8 +1,9 @@
 """DETR-style decoder: object queries with iterative box refinement and a presence token.
 
 Parameter names follow the official ``transformer.decoder`` so a checkpoint loads after a
-prefix strip. Inference only: the official decoder duplicates its queries for one-to-many
-training ("DAC"), which is off at inference, so it is not implemented here.
+prefix strip. For training, ``forward(..., dac=True)`` duplicates the queries as the official
+decoder does for one-to-many training ("DAC", off at inference): the second copy skips
+self-attention (so its queries cannot suppress each other) and is supervised one-to-many.
 
 Per layer, each query's current box gives (a) its position embedding, an MLP of a sine
 encoding of the box, and (b) an additive attention bias over the image tokens, a per-head
@@ -71,9 +72,18 @@ class DetrDecoderLayer(nn.Module):
         memory: torch.Tensor,
         memory_with_pos: torch.Tensor,
         image_bias: torch.Tensor,
+        self_attn_tokens: int | None = None,
     ) -> torch.Tensor:
+        """``self_attn_tokens``: only the first this many tokens (presence + one-to-one queries)
+        take part in self-attention; the rest (DAC one-to-many queries) skip it but still get
+        ``norm2``, as in the official ``dac_use_selfatt_ln``. None = all tokens."""
         with_pos = tokens + query_pos
-        tokens = self.norm2(tokens + self.self_attn(with_pos, with_pos, tokens))
+        if self_attn_tokens is None or self_attn_tokens >= tokens.shape[1]:
+            tokens = self.norm2(tokens + self.self_attn(with_pos, with_pos, tokens))
+        else:
+            head, tail = tokens[:, :self_attn_tokens], tokens[:, self_attn_tokens:]
+            head_pos = with_pos[:, :self_attn_tokens]
+            tokens = self.norm2(torch.cat((head + self.self_attn(head_pos, head_pos, head), tail), dim=1))
         text = self.ca_text(tokens + query_pos, prompt, prompt, key_padding_mask=prompt_padding_mask)
         tokens = self.catext_norm(tokens + text)
         image = self.cross_attn(tokens + query_pos, memory_with_pos, memory, attn_bias=image_bias)
@@ -169,24 +179,30 @@ class DetrDecoder(nn.Module):
         prompt: torch.Tensor,
         prompt_padding_mask: torch.Tensor | None,
         feat_size: tuple[int, int] | None = None,
+        dac: bool = False,
     ) -> DecoderOutput:
+        """``dac=True`` (training): 2Q queries, the Q one-to-one queries then a copy of them that
+        skips self-attention (one-to-many); all outputs then have 2Q query rows."""
         feat_size = tuple(feat_size) if feat_size is not None else self.default_feat_size
         if memory.shape[1] != feat_size[0] * feat_size[1]:
             raise ValueError(f"{memory.shape[1]} image tokens do not fill a {feat_size[0]}x{feat_size[1]} grid")
         batch = memory.shape[0]
         memory_with_pos = memory + memory_pos.to(memory.dtype)
-        queries = self.query_embed.weight[None].expand(batch, -1, -1)
+        copies = 2 if dac else 1
+        queries = self.query_embed.weight.repeat(copies, 1)[None].expand(batch, -1, -1)
         presence = self.presence_token.weight[None].expand(batch, -1, -1)
         # the presence token rides along as token 0 in every attention, with no position
         tokens = torch.cat((presence, queries), dim=1)
-        boxes = self.reference_points.weight.sigmoid()[None].expand(batch, -1, -1)
+        boxes = self.reference_points.weight.repeat(copies, 1).sigmoid()[None].expand(batch, -1, -1)
+        self_attn_tokens = 1 + self.num_queries if dac else None
         no_pos = tokens.new_zeros(batch, 1, self.dim)
 
         hidden, starts, refined, presence_logits = [], [], [], []
         for layer in self.layers:
             query_pos = torch.cat((no_pos, self.box_query_pos(boxes).to(tokens.dtype)), dim=1)
             bias = self.box_attention_bias(boxes, feat_size, leading_rows=1)
-            tokens = layer(tokens, query_pos, prompt, prompt_padding_mask, memory, memory_with_pos, bias)
+            tokens = layer(tokens, query_pos, prompt, prompt_padding_mask, memory, memory_with_pos, bias,
+                           self_attn_tokens)
             normed = self.norm(tokens[:, 1:])
             new_boxes = self.predict_boxes(normed, boxes)
             presence_out = tokens[:, :1]
