@@ -95,8 +95,7 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
         path = embedded_weights()
         if not path.is_file():
             raise CheckpointError(
-                f"no checkpoint given, and the embedded model's weights are missing ({path}: this build does not "
-                f"ship them). Pass a checkpoint path (sam3.pt or .safetensors), set {CHECKPOINT_ENV}=PATH, or "
+                f"the embedded model's weights are missing ({path}: this build does not ship them). Pass a checkpoint path (sam3.pt or .safetensors), set {CHECKPOINT_ENV}=PATH, or "
                 "use 'facebook/sam3' to download the official weights (needs network access and an accepted "
                 "licence on huggingface.co)")
         return path
@@ -167,7 +166,8 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         with the package (it knows only the synthetic shapes world); None to use
         $OPENSAM3_CHECKPOINT, else the embedded model.
     config: a config name or object; by default read from the file's metadata or inferred.
-    device, dtype: where to run; float32 is exact, bfloat16 is the fast path.
+    device, dtype: where to run; float32 is exact, bfloat16 is the fast path on GPUs and CPUs with
+        bf16 arithmetic (elsewhere it is emulated and slow: a warning says so).
     tracker_dtype: dtype of the tracker heads and memory (points/boxes, video); default ``dtype``.
     """
     warn_if_slow_bf16(device, dtype)
