@@ -176,24 +176,9 @@ class ConceptVideoTracker:
     # ---- tracker steps ----
     def _track_one(self, ts: TrackerVideoState, frame_idx: int, reverse: bool, run_mem_encoder: bool):
         """One frame of the official tracker ``propagate_in_video`` (start = end = frame_idx)."""
-        tracker = self.tracker
         if not ts.outputs[COND]:
             raise InvalidInputError("a masklet group has no prompted frame to track from")
-        batch = ts.num_objects
-        clear = tracker.clear_non_cond_mem_around_input and (tracker.clear_non_cond_mem_for_multi_obj or batch <= 1)
-        if frame_idx in ts.consolidated[COND]:
-            key, record = COND, ts.outputs[COND][frame_idx]
-            if clear:
-                tracker._clear_non_cond_mem_around(ts, frame_idx)
-        elif frame_idx in ts.consolidated[NON_COND]:
-            key, record = NON_COND, ts.outputs[NON_COND][frame_idx]
-        else:
-            key = NON_COND
-            record = tracker._track(ts, frame_idx, batch, tracker._bank(ts.outputs), False, reverse, run_mem_encoder)
-            ts.outputs[NON_COND][frame_idx] = record
-        ts.add_output_per_object(frame_idx, record, key)
-        ts.frames_tracked[frame_idx] = reverse
-        return record
+        return self.tracker._propagate_one_frame(ts, frame_idx, reverse, run_mem_encoder=run_mem_encoder)
 
     def _propagate_states(self, states, frame_idx: int, reverse: bool, run_mem_encoder: bool):
         """Official ``_propogate_tracker_one_frame_local_gpu``: ids, hole-filled low-res logits

@@ -340,25 +340,34 @@ class VideoTracker:
         start = state.first_ann_frame_idx if self.always_start_from_first_ann_frame else start_frame_idx
         start = min(state.outputs[COND]) if start is None else self._check_frame(state, start)
         order = processing_order(start, max_frame_num_to_track, reverse, state.num_frames)
-        batch = state.num_objects
-        clear = self.clear_non_cond_mem_around_input and (self.clear_non_cond_mem_for_multi_obj or batch <= 1)
         bank = self._bank(state.outputs)
         for frame_idx in order:
-            if frame_idx in state.consolidated[COND]:
-                key, record = COND, state.outputs[COND][frame_idx]
-                if clear:
-                    self._clear_non_cond_mem_around(state, frame_idx)
-            elif frame_idx in state.consolidated[NON_COND]:
-                key, record = NON_COND, state.outputs[NON_COND][frame_idx]
-            else:
-                key = NON_COND
-                record = self._track(state, frame_idx, batch, bank, False, reverse, run_mem_encoder=True)
-                state.outputs[NON_COND][frame_idx] = record
-            state.add_output_per_object(frame_idx, record, key)
-            state.frames_tracked[frame_idx] = reverse
+            record = self._propagate_one_frame(state, frame_idx, reverse, bank)
             masks = self._video_res(state, record.pred_masks)
             yield VideoFrameResult(frame_idx, list(state.obj_ids), (masks[:, 0] > 0).cpu(),
                                    record.object_score_logits[:, 0].float().cpu(), record.pred_masks[:, 0].cpu())
+
+    def _propagate_one_frame(self, state: TrackerVideoState, frame_idx: int, reverse: bool,
+                             bank: MemoryBank | None = None, run_mem_encoder: bool = True) -> FrameRecord:
+        """One frame of propagation: a prompted frame gives its stored output (and, if so
+        configured, clears the tracked memories around it), an already tracked frame its stored
+        one, any other frame is tracked now. The result is recorded per object."""
+        batch = state.num_objects
+        clear = self.clear_non_cond_mem_around_input and (self.clear_non_cond_mem_for_multi_obj or batch <= 1)
+        if frame_idx in state.consolidated[COND]:
+            key, record = COND, state.outputs[COND][frame_idx]
+            if clear:
+                self._clear_non_cond_mem_around(state, frame_idx)
+        elif frame_idx in state.consolidated[NON_COND]:
+            key, record = NON_COND, state.outputs[NON_COND][frame_idx]
+        else:
+            key = NON_COND
+            bank = bank if bank is not None else self._bank(state.outputs)
+            record = self._track(state, frame_idx, batch, bank, False, reverse, run_mem_encoder)
+            state.outputs[NON_COND][frame_idx] = record
+        state.add_output_per_object(frame_idx, record, key)
+        state.frames_tracked[frame_idx] = reverse
+        return record
 
     # ---- removing prompts and objects ----
     @torch.inference_mode()
