@@ -6,6 +6,7 @@ model filled by it must give the fixtures' outputs. Real weights are never produ
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -33,3 +34,17 @@ def seed_module(module: torch.nn.Module, prefix: str = "") -> None:
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not tensor.is_complex():
                 tensor.copy_(seeded_value(prefix + name, tensor.shape))
+
+
+def apply_weight_overrides(modules: Mapping[str, torch.nn.Module], overrides: str | Sequence) -> None:
+    """Scale and shift named tensors in place, as fixtures record it (``weight_override`` metadata):
+    ``overrides`` is ``[(key, scale, shift), ...]`` or its JSON; each key is one of ``modules``'
+    prefixes (e.g. "detector.", "tracker.", or "" for bare names) followed by a state-dict name."""
+    if isinstance(overrides, str):
+        overrides = json.loads(overrides)
+    with torch.no_grad():
+        for key, scale, shift in overrides:
+            prefix = max((p for p in modules if key.startswith(p)), key=len, default=None)
+            if prefix is None:
+                raise KeyError(f"weight override {key!r} matches none of the prefixes {sorted(modules)}")
+            modules[prefix].state_dict()[key[len(prefix):]].mul_(scale).add_(shift)

@@ -20,7 +20,7 @@ from opensam3.model.tracker import (FrameFeatures, MemoryBank, MemoryFrame, Trac
                                     TrackerMemory, TrackerMemoryConfig, filter_memory_frames, load_tracker_heads,
                                     load_tracker_memory, select_closest_cond_frames, track_step,
                                     tracker_image_state, tracker_memory_state)
-from opensam3.seeded import seed_module, seeded_value
+from opensam3.seeded import apply_weight_overrides, seed_module, seeded_value
 
 FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "tracker_memory.safetensors"
 MANIFEST = Path(__file__).parent / "fixtures" / "sam3_checkpoint_manifest.json"
@@ -60,10 +60,7 @@ def models(fixture):
     meta = fixture[1]
     heads = TrackerHeads(TrackerHeadsConfig(image_size=IMAGE_SIZE)).eval()
     seed_module(heads, prefix=PREFIX)
-    state = heads.state_dict()
-    with torch.no_grad():
-        for key, scale, shift in json.loads(meta["weight_override"]):
-            state[key].mul_(scale).add_(shift)
+    apply_weight_overrides({"": heads}, meta["weight_override"])
     memories = {}
     for selection in (False, True):
         memory = TrackerMemory(_config(meta, selection)).eval()

@@ -42,7 +42,7 @@ from opensam3.predictor.video_concept_rules import (
 )
 from opensam3.predictor.video_session import Sam3VideoPredictor
 from opensam3.predictor.video_tracker import VideoTracker
-from opensam3.seeded import seed_module
+from opensam3.seeded import apply_weight_overrides, seed_module
 
 FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "video_concept.safetensors"
 MIN_IOU = 0.99  # measured: 0.99687 (one pixel of one small mask), every other mask identical
@@ -64,11 +64,7 @@ def build_tiny_concept_predictor(meta: dict) -> Sam3VideoPredictor:
                                                attention_ffn=config["attention_ffn"],
                                                use_memory_selection=True)).eval()
     seed_module(memory, prefix="tracker.")
-    states = {"detector.": image_model.state_dict(), "tracker.": heads.state_dict()}
-    with torch.no_grad():
-        for key, scale, shift in json.loads(meta["weight_override"]):
-            prefix = key.split(".", 1)[0] + "."
-            states[prefix][key[len(prefix):]].mul_(scale).add_(shift)
+    apply_weight_overrides({"detector.": image_model, "tracker.": heads}, meta["weight_override"])
     return Sam3VideoPredictor(ConceptVideoPredictor(VideoTracker(image_model, heads, memory)))
 
 

@@ -12,7 +12,6 @@ import weakref
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 from test_video_concept_parity import FIXTURE, build_tiny_concept_predictor
 from test_video_tracker_parity import make_frames
@@ -28,7 +27,7 @@ from opensam3.model.tracker import (
 )
 from opensam3.predictor.track_cli import add_track_parser, run_track
 from opensam3.predictor.video_concept_rules import ConceptVideoConfig
-from opensam3.seeded import seed_module
+from opensam3.seeded import apply_weight_overrides, seed_module
 
 SIZE = 224
 TEXT = "a yellow square"
@@ -173,11 +172,7 @@ def tiny_video_checkpoint(tmp_path_factory, meta):
     seed_module(heads, prefix="tracker.")
     memory = TrackerMemory(TrackerMemoryConfig.from_model_config(config))
     seed_module(memory, prefix="tracker.")
-    states = {"detector.": model.state_dict(), "tracker.": heads.state_dict()}
-    with torch.no_grad():
-        for key, scale, shift in json.loads(meta["weight_override"]):
-            prefix = key.split(".", 1)[0] + "."
-            states[prefix][key[len(prefix):]].mul_(scale).add_(shift)
+    apply_weight_overrides({"detector.": model, "tracker.": heads}, meta["weight_override"])
     path = tmp_path_factory.mktemp("tiny_video") / "tiny_video.safetensors"
     Sam3(model, tracker=heads, memory=memory).save(path)
     return path

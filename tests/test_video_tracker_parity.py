@@ -23,7 +23,7 @@ from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker import TrackerHeads, TrackerHeadsConfig, TrackerMemory, TrackerMemoryConfig
 from opensam3.predictor.video_state import COND
 from opensam3.predictor.video_tracker import VideoTracker
-from opensam3.seeded import seed_module
+from opensam3.seeded import apply_weight_overrides, seed_module
 
 FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "video_tracker.safetensors"
 LOGIT_TOL = 1e-4  # measured: 7.6e-6 (object scores), 8e-7 (mask logits)
@@ -61,10 +61,7 @@ def build_tiny_tracker(meta: dict, **options) -> VideoTracker:
     seed_module(image_model.backbone.vision_backbone, prefix="backbone.vision_backbone.")
     heads = TrackerHeads(TrackerHeadsConfig.from_model_config(model_config)).eval()
     seed_module(heads, prefix="tracker.")
-    state = heads.state_dict()
-    with torch.no_grad():
-        for key, scale, shift in json.loads(meta["weight_override"]):
-            state[key].mul_(scale).add_(shift)
+    apply_weight_overrides({"": heads}, meta["weight_override"])
     memory = TrackerMemory(TrackerMemoryConfig(image_size=config["image_size"],
                                                attention_layers=config["attention_layers"],
                                                attention_ffn=config["attention_ffn"],
