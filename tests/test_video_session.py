@@ -236,3 +236,6 @@ def test_build_sam3_video_predictor_and_box_prompt(tiny_video_checkpoint, frames
     # the official ablation switch
     plain = build_sam3_video_predictor(checkpoint_path=tiny_video_checkpoint, apply_temporal_disambiguation=False)
     assert plain.model.config == ConceptVideoConfig.without_heuristics()
+    assert plain.model.tracker.multiplex  # objects share tracker passes by default
+    per_object = build_sam3_video_predictor(checkpoint_path=tiny_video_checkpoint, multiplex=False)
+    assert per_object.model.tracker.objects_per_pass == 1

@@ -154,8 +154,9 @@ def test_load_video_tracker_from_checkpoint(tmp_path, meta, frames):
     path = tmp_path / "tiny_tracker.safetensors"
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
               metadata={"opensam3_config": json.dumps(config_to_dict(config))})
-    loaded = load_video_tracker(path, fill_hole_area=4)
+    loaded = load_video_tracker(path, fill_hole_area=4, bucket_size=8)
     assert loaded.fill_hole_area == 4 and loaded.memory.config.use_memory_selection
+    assert loaded.multiplex and loaded.objects_per_pass == 8
     assert loaded.memory.config.attention_layers == 4
     for key, value in memory.state_dict().items():
         assert torch.equal(loaded.memory.state_dict()[key], value), key

@@ -26,6 +26,7 @@ from ..data.image_io import preprocess
 from ..data.video_io import Video, open_video
 from ..errors import InvalidInputError
 from ..model.sam3 import ImageFeatures
+from ..model.tracker.multiplex import encode_in_buckets
 from ..model.tracker.tracking import FrameFeatures
 from .image import VISUAL_ONLY_PHRASE
 from .video_concept_rules import (
@@ -212,10 +213,11 @@ class ConceptVideoTracker:
             count = ts.num_objects
             if count == 0:
                 continue
-            image = self.tracker.frame_features(ts, frame_idx).image.expand(count, -1, -1, -1)
-            features, pos = self.tracker.memory.encode(image, high[start:start + count].to(image.device, image.dtype),
-                                                       scores[start:start + count].to(image.device, image.dtype),
-                                                       from_points=False)
+            image = self.tracker.frame_features(ts, frame_idx).image
+            features, pos = encode_in_buckets(self.tracker.memory, image,
+                                              high[start:start + count].to(image.device, image.dtype),
+                                              scores[start:start + count].to(image.device, image.dtype),
+                                              self.tracker.objects_per_pass, from_points=False)
             for key in (COND, NON_COND):
                 record = ts.outputs[key].get(frame_idx)
                 if record is None:

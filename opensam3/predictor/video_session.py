@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import InvalidInputError
+from ..model.tracker.multiplex import DEFAULT_BUCKET_SIZE
 from .video_concept_prompts import ConceptVideoPredictor
 from .video_concept_rules import ConceptVideoConfig
 
@@ -163,14 +164,16 @@ def build_concept_video_model(sam, config: ConceptVideoConfig | None = None, **t
 
 def build_sam3_video_predictor(checkpoint_path: str | os.PathLike | None = None, device: torch.device | str = "cpu",
                                dtype: torch.dtype = torch.float32, apply_temporal_disambiguation: bool = True,
+                               multiplex: bool = True, bucket_size: int | None = DEFAULT_BUCKET_SIZE,
                                **kwargs) -> Sam3VideoPredictor:
     """The official ``build_sam3_video_predictor``: a :class:`Sam3VideoPredictor` on ``checkpoint_path``
     (the official sam3.pt, an opensam3 safetensors file, 'facebook/sam3', or None for the default).
     ``apply_temporal_disambiguation=False`` turns the hot-start and re-conditioning heuristics off,
-    as the official. Other official keyword arguments (bpe_path, async_loading_frames, ...) are
-    accepted and ignored."""
+    as the official. ``multiplex`` / ``bucket_size``: how the tracked objects share tracker passes
+    (see :class:`~opensam3.predictor.video_tracker.VideoTracker`). Other official keyword arguments
+    (bpe_path, async_loading_frames, ...) are accepted and ignored."""
     from ..api import load  # late: api imports the predictors
 
     sam = load(checkpoint_path, device=device, dtype=dtype, tracker_dtype=torch.float32)
     config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
-    return Sam3VideoPredictor(build_concept_video_model(sam, config))
+    return Sam3VideoPredictor(build_concept_video_model(sam, config, multiplex=multiplex, bucket_size=bucket_size))

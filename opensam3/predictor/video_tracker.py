@@ -29,6 +29,8 @@ from ..data.video_io import open_video
 from ..errors import InvalidInputError
 from ..model.tracker.heads import TrackerHeads
 from ..model.tracker.memory_bank import MemoryBank
+from ..model.tracker.multiplex import (DEFAULT_BUCKET_SIZE, check_bucket_size, encode_in_buckets,
+                                       track_step_in_buckets)
 from ..model.tracker.tracker_memory import TrackerMemory
 from ..model.tracker.tracking import NO_OBJ_SCORE, FrameFeatures, memory_score, track_step
 from .video_prompts import apply_non_overlap, fill_holes_in_mask_scores, mask_prompt, point_prompt
@@ -48,14 +50,18 @@ class VideoTracker:
     of nearby frames (single-object tracking only unless clear_non_cond_mem_for_multi_obj);
     max_points_in_prompt: keep the first and last halves of longer click lists;
     use_prev_mem_frame: condition corrections on the memory bank (the official default is not to);
-    always_start_from_first_ann_frame: ignore ``start_frame_idx`` of propagation.
+    always_start_from_first_ann_frame: ignore ``start_frame_idx`` of propagation;
+    multiplex: track the objects of a frame together, in buckets of up to ``bucket_size`` objects
+    (None: all in one bucket), one batched pass per bucket; ``multiplex=False`` runs one pass per
+    object. Both give the same results (see opensam3.model.tracker.multiplex).
     """
 
     def __init__(self, image_model, heads: TrackerHeads, memory: TrackerMemory, non_overlap_masks: bool = False,
                  fill_hole_area: int = 0, clear_non_cond_mem_around_input: bool = True,
                  clear_non_cond_mem_for_multi_obj: bool = False, max_points_in_prompt: int = 16,
                  use_prev_mem_frame: bool = False, always_start_from_first_ann_frame: bool = False,
-                 memory_dtype: torch.dtype = torch.bfloat16, feature_cache_frames: int = 2):
+                 memory_dtype: torch.dtype = torch.bfloat16, feature_cache_frames: int = 2, multiplex: bool = True,
+                 bucket_size: int | None = DEFAULT_BUCKET_SIZE):
         if image_model.backbone.vision_backbone.sam2_convs is None:
             raise InvalidInputError("this model was built without the tracker neck, so it cannot track objects; "
                                     "load a checkpoint with tracker weights (the official sam3.pt has them)")
@@ -71,10 +77,20 @@ class VideoTracker:
         self.always_start_from_first_ann_frame = always_start_from_first_ann_frame
         self.memory_dtype = memory_dtype
         self.feature_cache_frames = feature_cache_frames
+        self.multiplex = multiplex
+        try:
+            self.bucket_size = check_bucket_size(bucket_size)
+        except ValueError as error:
+            raise InvalidInputError(str(error)) from None
         config = heads.config
         self.image_size = config.image_size
         self.low_res_size = config.low_res_size
         self.input_mask_size = 4 * config.low_res_size
+
+    @property
+    def objects_per_pass(self) -> int | None:
+        """How many objects one tracker pass takes (None: all of them)."""
+        return self.bucket_size if self.multiplex else 1
 
     @property
     def device(self) -> torch.device:
@@ -128,11 +144,16 @@ class VideoTracker:
                mask_input=None, prev_mask_logits=None) -> FrameRecord:
         """Official ``_run_single_frame_inference``: one tracking step for ``batch`` objects."""
         base = self.frame_features(state, frame_idx)
-        features = FrameFeatures(base.image.expand(batch, -1, -1, -1),
-                                 tuple(level.expand(batch, -1, -1, -1) for level in base.high_res), base.pos)
-        out = track_step(self.heads, self.memory, features, frame_idx, bank if bank is not None else MemoryBank(),
-                         state.num_frames, is_init_cond_frame, coords, labels, mask_input, prev_mask_logits, reverse,
-                         run_mem_encoder)
+        if batch > 1:
+            # only propagation tracks several objects at once (prompts concern one object)
+            if is_init_cond_frame or coords is not None or mask_input is not None or prev_mask_logits is not None:
+                raise ValueError("prompts are tracked one object at a time")
+            out = track_step_in_buckets(self.heads, self.memory, base, frame_idx, bank, state.num_frames, batch,
+                                        self.objects_per_pass, reverse, run_mem_encoder)
+        else:
+            out = track_step(self.heads, self.memory, base, frame_idx, bank if bank is not None else MemoryBank(),
+                             state.num_frames, is_init_cond_frame, coords, labels, mask_input, prev_mask_logits,
+                             reverse, run_mem_encoder)
         memory_features = None if out.memory_features is None else out.memory_features.to(self.memory_dtype)
         memory_pos = None if out.memory_pos is None else out.memory_pos[:1]
         return FrameRecord(out.low_res_masks.float(), out.obj_ptr, out.object_score_logits, memory_features,
@@ -269,8 +290,9 @@ class VideoTracker:
         if run_mem_encoder:
             high = F.interpolate(masks, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             high = apply_non_overlap(high)
-            image = self.frame_features(state, frame_idx).image.expand(batch, -1, -1, -1)
-            features, pos = self.memory.encode(image, high.to(image.dtype), scores.to(image.dtype), from_points=True)
+            image = self.frame_features(state, frame_idx).image
+            features, pos = encode_in_buckets(self.memory, image, high.to(image.dtype), scores.to(image.dtype),
+                                              self.objects_per_pass, from_points=True)
             record.memory_features = features.to(self.memory_dtype)
             record.memory_pos = pos[:1]
         return record

@@ -9,6 +9,7 @@ from .memory_attention import MemoryAttention, MemoryTransformer
 from .memory_bank import (MemoryBank, MemoryFrame, MemoryPlan, filter_memory_frames, plan_memory,
                           select_closest_cond_frames)
 from .memory_encoder import MemoryEncoder
+from .multiplex import DEFAULT_BUCKET_SIZE, object_buckets, track_step_in_buckets
 from .prompt_encoder import PromptEncoder
 from .tracker_memory import TrackerMemory, load_tracker_memory, tracker_memory_state
 from .tracking import FrameFeatures, FrameOutput, track_step
@@ -19,4 +20,4 @@ __all__ = ["TrackerHeadsConfig", "TrackerHeads", "TrackerImageEmbedding", "load_
            "TwoWayTransformer", "TrackerMemoryConfig", "TrackerMemory", "load_tracker_memory", "tracker_memory_state",
            "MemoryEncoder", "MemoryAttention", "MemoryTransformer", "MemoryBank", "MemoryFrame", "MemoryPlan",
            "filter_memory_frames", "plan_memory", "select_closest_cond_frames", "FrameFeatures", "FrameOutput",
-           "track_step"]
+           "track_step", "DEFAULT_BUCKET_SIZE", "object_buckets", "track_step_in_buckets"]

@@ -47,6 +47,10 @@ class RopeAttention(nn.Module):
             raise ValueError(f"memory attention expects a square grid of queries, got {q.shape[-2]} tokens")
         table = self.rope.table(side, side, device=q.device)
         q = apply_rope(q, table)
+        # queries or keys may be one row shared by all objects (the frame before it meets each
+        # object's memories): broadcast them only now, after their projection ran once
+        batch = max(q.shape[0], k.shape[0])
+        q, k, v = (t.expand(batch, -1, -1, -1) for t in (q, k, v))
         rotated = k.shape[-2] - num_k_exclude_rope
         if rotated % q.shape[-2]:
             raise ValueError(f"{rotated} rotated keys are not whole frames of {q.shape[-2]} tokens")
@@ -96,8 +100,9 @@ class MemoryAttention(nn.Module):
 
     def forward(self, tokens: torch.Tensor, tokens_pos: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
                 num_obj_ptr_tokens: int = 0) -> torch.Tensor:
-        """tokens, tokens_pos: (B, e*e, dim) current frame and its sine encoding; memory,
-        memory_pos: (B, M, mem_dim), object-pointer tokens last. Returns (B, e*e, dim)."""
+        """tokens, tokens_pos: (B or 1, e*e, dim) current frame and its sine encoding (batch 1:
+        shared by the B objects, so the first self-attention runs once); memory, memory_pos:
+        (B, M, mem_dim), object-pointer tokens last. Returns (B, e*e, dim)."""
         # the frame's position enters once, scaled down, at the input (official pos_enc_at_input)
         x = tokens + 0.1 * tokens_pos
         for layer in self.layers:

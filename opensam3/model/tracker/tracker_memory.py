@@ -118,12 +118,15 @@ class TrackerMemory(nn.Module):
 
     def attend(self, image: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor, num_ptr_tokens: int,
                image_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, e, e) raw frame features + memory tokens -> (B, C, e, e) memory-conditioned features."""
-        batch, channels, height, width = image.shape
+        """(B or 1, C, e, e) raw frame features + (B or 1, M, mem_dim) memory tokens -> (B, C, e, e)
+        memory-conditioned features. A frame shared by all B objects can be passed once (batch 1):
+        the work done before it meets the memories then runs once (see MemoryAttention)."""
+        _, channels, height, width = image.shape
+        batch = max(image.shape[0], memory.shape[0])
         if image_pos is None:
             image_pos = self.frame_position(image)
         tokens = image.flatten(2).transpose(1, 2)
-        tokens_pos = image_pos.to(image.dtype).flatten(2).transpose(1, 2).expand(batch, -1, -1)
+        tokens_pos = image_pos.to(image.dtype).flatten(2).transpose(1, 2)
         out = self.transformer.encoder(tokens, tokens_pos, memory.expand(batch, -1, -1),
                                        memory_pos.expand(batch, -1, -1), num_ptr_tokens)
         return out.transpose(1, 2).reshape(batch, channels, height, width)
