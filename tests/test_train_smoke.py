@@ -112,7 +112,9 @@ def data(tmp_path_factory) -> Path:
 def test_dataset_batch(data):
     dataset = SacoDataset(data / "train.json", MICRO, exemplar_prob=1.0)
     batch = dataset.batch(list(range(6)), __import__("random").Random(0))
-    assert batch.pixels.shape == (6, 3, 56, 56)
+    # pairs 0-5 ask three phrases of each of two images: each image is encoded once
+    assert batch.pixels.shape == (2, 3, 56, 56) and batch.image_index == [0, 0, 0, 1, 1, 1]
+    assert batch.file_names == [dataset.pairs[0]["file_name"], dataset.pairs[3]["file_name"]]
     assert any(t.shape[0] == 0 for t in batch.target_boxes)  # negatives present
     for boxes, masks in zip(batch.target_boxes, batch.target_masks):
         assert masks.shape[1:] == (16, 16) and masks.shape[0] == boxes.shape[0]
@@ -227,7 +229,7 @@ def test_dac_query_copy_leaves_the_one_to_one_queries_unchanged_and_is_trained(d
     model, batch = run.model, run.next_batch()
     queries = MICRO.detector.num_queries
     with torch.no_grad():
-        features = model.encode_image(batch.pixels)
+        features = model.encode_image(batch.pixels).select(batch.image_index)
         text = model.backbone.language_backbone(batch.phrases)
         prompts = (batch.prompt_boxes, batch.prompt_labels, batch.prompt_padding)
         plain, plain_dec, plain_logits = model.ground(features, text, *prompts, all_layers=True)

@@ -12,8 +12,9 @@ SA-Co/Gold layout (pass `--images OUT/images` to `opensam3 predict-dataset`):
   `category_id` 1, `segmentation` (compressed COCO RLE of the visible part), `bbox` [x, y, w, h]
   normalised by the image size (SA-Co convention), `area` (pixels), `iscrowd` 0, `object_id`.
 - `categories`: [{"id": 1, "name": "object"}] (COCO compatibility only).
-- `scenes`: the scene graph per image file: every object's attributes, pose and visible box
-  (pixels), so ground truth can be re-derived and phrases re-sampled.
+- `scenes`: the scene graph per image file: every object's attributes, pose, visible box
+  (pixels) and visible mask (RLE), so ground truth can be re-derived, phrases re-sampled and
+  dense attribute maps drawn (the trainer's attribute loss reads them).
 
 Video dataset (`write_video_dataset`): `OUT/videos/<video_name>/00000.png ...` and
 `OUT/synth_videos.json`, SA-Co/VEval layout: `videos` (`id`, `video_name`, `file_names`
@@ -132,7 +133,8 @@ def scene_records(scene: Scene, file_name: str, image_id_start: int, annotation_
         })
     objects = []
     for obj, box, segmentation in zip(scene.objects, scene.boxes, encoded):
-        objects.append({**object_record(obj), "visible_box_xyxy": _round(box, 2), "visible_area": rle.area(segmentation)})
+        objects.append({**object_record(obj), "visible_box_xyxy": _round(box, 2), "visible_area": rle.area(segmentation),
+                        "segmentation": segmentation})
     return images, annotations, {"file_name": file_name, "height": size, "width": size, "objects": objects}
 
 

@@ -30,6 +30,14 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--warmup", type=int, help="linear warm-up steps")
     parser.add_argument("--clip", type=float, help="max gradient norm (0 = off)")
     parser.add_argument("--exemplar-prob", type=float, help="fraction of positive pairs given one exemplar box")
+    parser.add_argument("--pairs-per-image", type=int,
+                        help="phrases asked of each image per step; >1 encodes each image once for all of them "
+                             "and puts present phrases beside hard negatives (embedded recipe: 4)")
+    parser.add_argument("--attribute-weight", type=float,
+                        help="weight of the dense attribute loss (needs a dataset with 'scenes' records of objects "
+                             "with attributes and masks, as opensam3.synth writes; 0 = off; embedded recipe: 2)")
+    parser.add_argument("--alignment-weight", type=float,
+                        help="weight of the phrase-pixel alignment loss (a training-only head; 0 = off)")
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0 = only at the end)")
     parser.add_argument("--eval-pairs", type=int, help="held-out pairs per evaluation (0 = all)")
     parser.add_argument("--save-every", type=int, help="steps between checkpoints")
@@ -68,7 +76,8 @@ def run_train(args: argparse.Namespace) -> int:
     settings = settings_for(
         args.config, data=args.data, val=args.val, out=args.out, init=args.init, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
-        exemplar_prob=args.exemplar_prob, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
+        exemplar_prob=args.exemplar_prob, pairs_per_image=args.pairs_per_image,
+        attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":

@@ -37,7 +37,8 @@ SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation", "test"
 class Batch:
     """B image-phrase pairs, ready for ``Sam3ImageModel`` and ``SetCriterion``."""
 
-    pixels: torch.Tensor                 # (B, 3, S, S) normalised
+    pixels: torch.Tensor                 # (I, 3, S, S) normalised, each distinct image once
+    image_index: list[int]               # B: the row of ``pixels`` each pair is asked of
     phrases: list[str]
     target_boxes: list[torch.Tensor]     # B x (T_b, 4) cxcywh in [0, 1]
     target_masks: list[torch.Tensor]     # B x (T_b, h, w) float {0, 1}, mask-head resolution
@@ -46,6 +47,7 @@ class Batch:
     prompt_labels: torch.Tensor          # (B, N) bool, True = positive
     prompt_padding: torch.Tensor         # (B, N) bool, True = empty slot
     pair_ids: list
+    file_names: list[str]                # I: the image file of each row of ``pixels``
 
     @property
     def presence(self) -> torch.Tensor:
@@ -129,6 +131,7 @@ class SacoDataset:
             raise InvalidInputError(f"{self.annotation} has no image-phrase pairs")
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = image_cache
+        self._by_image: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -173,9 +176,21 @@ class SacoDataset:
         resized = [F.interpolate(m[None, None], size=(self.mask_size,) * 2, mode="area")[0, 0] for m in masks]
         return torch.tensor(boxes, dtype=torch.float32), (torch.stack(resized) >= 0.5).float()
 
+    def pairs_by_image(self) -> list[list[int]]:
+        """Pair indices grouped by image file (files sorted by name; pairs in file order)."""
+        if self._by_image is None:
+            groups: dict[str, list[int]] = defaultdict(list)
+            for index, pair in enumerate(self.pairs):
+                groups[str(pair["file_name"])].append(index)
+            self._by_image = [groups[name] for name in sorted(groups)]
+        return self._by_image
+
     def batch(self, indices: list[int], rng: random.Random) -> Batch:
         pairs = [self.pairs[i] for i in indices]
-        pixels = preprocess([self._image(p["file_name"]) for p in pairs], self.image_size, self.pixel_mean,
+        # an image asked several phrases is encoded once (``image_index`` maps pairs to rows)
+        file_names = list(dict.fromkeys(str(p["file_name"]) for p in pairs))
+        image_row = {name: i for i, name in enumerate(file_names)}
+        pixels = preprocess([self._image(name) for name in file_names], self.image_size, self.pixel_mean,
                             self.pixel_std)
         boxes, masks, prompts = [], [], []
         for pair in pairs:
@@ -192,6 +207,7 @@ class SacoDataset:
             prompt_padding[row, :prompt.shape[0]] = False
         return Batch(
             pixels=pixels,
+            image_index=[image_row[str(p["file_name"])] for p in pairs],
             phrases=[str(p["text_input"]) for p in pairs],
             target_boxes=boxes,
             target_masks=masks,
@@ -200,6 +216,7 @@ class SacoDataset:
             prompt_labels=~prompt_padding,
             prompt_padding=prompt_padding,
             pair_ids=[p["id"] for p in pairs],
+            file_names=file_names,
         )
 
 
@@ -223,6 +240,24 @@ def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> list
         epoch, offset = divmod(start + len(out), num_items)
         order = epoch_order(num_items, epoch, seed)
         out.extend(order[offset:offset + batch_size - len(out)])
+    return out
+
+
+def grouped_batch_indices(groups: list[list[int]], batch_size: int, pairs_per_image: int, step: int,
+                          seed: int) -> list[int]:
+    """Items of step ``step`` when each image is asked several phrases: consecutive images of
+    per-epoch image shuffles, and up to ``pairs_per_image`` of each image's pairs drawn by a
+    step-seeded generator, until ``batch_size`` pairs. Asking one image for a present phrase and
+    a hard negative side by side is what teaches presence; encoding it once makes it cheap."""
+    rng = random.Random(seed * 1_000_003 + step + 1)
+    images_per_step = -(-batch_size // pairs_per_image)
+    out: list[int] = []
+    position = step * images_per_step
+    while len(out) < batch_size:
+        epoch, offset = divmod(position, len(groups))
+        group = groups[epoch_order(len(groups), epoch, seed)[offset]]
+        out.extend(rng.sample(group, min(pairs_per_image, len(group), batch_size - len(out))))
+        position += 1
     return out
 
 

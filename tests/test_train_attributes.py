@@ -1,0 +1,103 @@
+"""Image-grouped batches and the auxiliary dense losses (the embedded recipe's training aids)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from opensam3.api import build_model
+from opensam3.data import rle
+from opensam3.synth import write_image_dataset
+from opensam3.train.auxiliary import AttributeMaps
+from opensam3.train.data import SacoDataset, grouped_batch_indices
+from opensam3.train.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainSettings
+
+from test_train_smoke import MICRO
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_image_dataset(root / "train", num_images=4, seed=3, size=128)
+    return root
+
+
+def _settings(out: Path, data: Path, **kw) -> TrainSettings:
+    base = dict(config="micro", data=str(data), out=str(out), steps=6, batch_size=6, lr=2e-3, warmup=1, clip=1.0,
+                pairs_per_image=3, attribute_weight=1.0, alignment_weight=1.0, log_every=1, save_every=1000, eval_every=0, progress=False)
+    return TrainSettings(**{**base, **kw})
+
+
+def test_grouped_batches_ask_each_image_several_phrases(synth):
+    dataset = SacoDataset(synth / "train" / "synth_images.json", MICRO)
+    groups = dataset.pairs_by_image()
+    image_of = {i: g for g, group in enumerate(groups) for i in group}
+    for step in range(5):
+        indices = grouped_batch_indices(groups, 6, 3, step, seed=0)
+        assert indices == grouped_batch_indices(groups, 6, 3, step, seed=0)  # a pure function of the step
+        assert len(indices) == 6 and len(set(indices)) == 6
+        images = [image_of[i] for i in indices]
+        assert all(images.count(g) <= 3 for g in set(images)) and len(set(images)) >= 2
+        batch = dataset.batch(indices, __import__("random").Random(step))
+        assert batch.pixels.shape[0] == len(set(images))  # each image encoded once
+        assert [batch.file_names[r] for r in batch.image_index] == [dataset.pairs[i]["file_name"] for i in indices]
+
+
+def test_attribute_maps_follow_the_scene_records(synth):
+    path = synth / "train" / "synth_images.json"
+    maps = AttributeMaps.from_annotation(path, mask_size=32)
+    scenes = json.loads(path.read_text())["scenes"]
+    objects = [o for s in scenes for o in s["objects"]]
+    assert maps.vocabulary["shape"] == sorted({o["shape"] for o in objects})
+    scene = scenes[0]
+    target = maps(scene["file_name"])
+    for key, soft in target.items():
+        assert soft.shape == (len(maps.vocabulary[key]) + 1, 32, 32)
+        torch.testing.assert_close(soft.sum(0), torch.ones(32, 32))  # a distribution per pixel
+    # the largest object's class dominates the pixels at its mask's centre
+    obj = max(scene["objects"], key=lambda o: o["visible_area"])
+    mask = torch.from_numpy(rle.decode(obj["segmentation"]).astype("float32"))
+    small = torch.nn.functional.interpolate(mask[None, None], size=(32, 32), mode="area")[0, 0]
+    y, x = divmod(int(small.argmax()), 32)
+    assert int(target["color"][:, y, x].argmax()) == maps.vocabulary["color"].index(obj["color"]) + 1
+    # a dataset without scene records gets no attribute loss
+    plain = json.loads(path.read_text())
+    plain.pop("scenes")
+    (synth / "plain.json").write_text(json.dumps(plain))
+    assert AttributeMaps.from_annotation(synth / "plain.json", 32) is None
+
+
+def test_auxiliary_losses_train_resume_and_stay_out_of_the_export(synth, tmp_path):
+    torch.manual_seed(0)
+    run = Trainer(_settings(tmp_path, synth), model=build_model(MICRO))
+    assert run.attribute_heads is not None and run.alignment is not None
+    run.settings.steps = 3
+    run.run()
+    assert all(h["attributes"] > 0 and h["alignment"] > 0 for h in run.history)
+    with safe_open(str(tmp_path / MODEL_FILE), "pt") as handle:
+        exported = list(handle.keys())
+    assert len(exported) == len(build_model(MICRO).state_dict())  # the heads are not exported
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert state["attribute_heads"] is not None and state["alignment"] is not None
+    # resume: the heads come back, and the next steps repeat an uninterrupted run's losses
+    resumed = Trainer(_settings(tmp_path, synth), model=build_model(MICRO))
+    for head, saved in ((resumed.attribute_heads, run.attribute_heads), (resumed.alignment, run.alignment)):
+        for key, value in saved.state_dict().items():
+            torch.testing.assert_close(head.state_dict()[key], value)
+    resumed.run()
+    torch.manual_seed(0)
+    straight = Trainer(_settings(tmp_path / "straight", synth), model=build_model(MICRO))
+    straight.run()
+    for a, b in zip(resumed.history, straight.history[3:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    # many steps on four images: both auxiliary losses fall
+    torch.manual_seed(0)
+    long = Trainer(_settings(tmp_path / "long", synth, steps=40, lr=5e-3), model=build_model(MICRO))
+    long.run()
+    for name, drop in (("attributes", 0.8), ("alignment", 0.95)):
+        first, last = [sum(h[name] for h in part) / 5 for part in (long.history[:5], long.history[-5:])]
+        assert last < drop * first, name
