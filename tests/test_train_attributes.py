@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -101,3 +102,21 @@ def test_auxiliary_losses_train_resume_and_stay_out_of_the_export(synth, tmp_pat
     for name, drop in (("attributes", 0.8), ("alignment", 0.95)):
         first, last = [sum(h[name] for h in part) / 5 for part in (long.history[:5], long.history[-5:])]
         assert last < drop * first, name
+
+
+def test_probe_reports_presence_auc_and_semantic_binding(synth, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from probe_detector import auc, probe
+
+    assert auc(np.array([True, True, False]), np.array([0.9, 0.8, 0.1])) == 1.0
+    assert auc(np.array([True, False]), np.array([0.5, 0.5])) == 0.5
+    torch.manual_seed(0)
+    run = Trainer(_settings(tmp_path, synth, steps=1), model=build_model(MICRO))
+    run.run()
+    report = probe(str(tmp_path / MODEL_FILE), str(synth / "train" / "synth_images.json"), pairs=20)
+    assert report["pairs"] == 20
+    for key in ("presence_auc", "best_iou", "top_iou", "semantic_phrase", "semantic_all"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["best_iou"] >= report["top_iou"]  # the best query is at least the top-scored one
