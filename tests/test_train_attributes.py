@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from opensam3.api import build_model
 from opensam3.data import rle
+from opensam3.errors import InvalidInputError
 from opensam3.synth import write_image_dataset
 from opensam3.train.auxiliary import AttributeMaps
 from opensam3.train.data import SacoDataset, grouped_batch_indices
@@ -120,3 +121,23 @@ def test_probe_reports_presence_auc_and_semantic_binding(synth, tmp_path):
     for key in ("presence_auc", "best_iou", "top_iou", "semantic_phrase", "semantic_all"):
         assert 0.0 <= report[key] <= 1.0, key
     assert report["best_iou"] >= report["top_iou"]  # the best query is at least the top-scored one
+
+
+def test_encoder_pretraining_leaves_the_detector_untouched(synth, tmp_path):
+    torch.manual_seed(0)
+    run = Trainer(_settings(tmp_path, synth, steps=6, pretrain_steps=3), model=build_model(MICRO))
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    run.settings.steps = 3
+    run.run()
+    after = run.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("backbone.vision_backbone.trunk") for k in changed)
+    assert any(k.startswith("backbone.language_backbone") for k in changed)
+    assert not any(k.startswith(("transformer.", "segmentation_head.", "dot_prod_scoring.")) for k in changed)
+    assert all("presence" not in h and h["alignment"] > 0 for h in run.history)
+    # the detector stage starts with its own warm-up
+    lrs = [run.scheduler.lr_lambdas[0](step) for step in range(6)]
+    assert lrs[3] == lrs[0] and lrs[2] < lrs[3]
+    with pytest.raises(InvalidInputError, match="alignment-weight"):
+        Trainer(_settings(tmp_path / "x", synth, pretrain_steps=2, attribute_weight=0.0, alignment_weight=0.0),
+                model=build_model(MICRO))

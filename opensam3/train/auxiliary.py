@@ -89,21 +89,26 @@ class AttributeMaps:
 class AttributeHeads(nn.Module):
     """1x1-conv classifiers of every attribute on the finest and the coarsest detector levels."""
 
-    def __init__(self, dim: int, num_classes: dict[str, int]):
+    def __init__(self, dim: int, num_classes: dict[str, int], object_weight: float = 10.0):
         super().__init__()
+        self.object_weight = object_weight
         self.fine = nn.ModuleDict({key: nn.Conv2d(dim, count, 1) for key, count in num_classes.items()})
         self.coarse = nn.ModuleDict({key: nn.Conv2d(dim, count, 1) for key, count in num_classes.items()})
 
     def loss(self, fpn: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Soft cross-entropy summed over attributes and the two levels, mean over pixels.
-        ``fpn``: the detector levels of the images (finest first); ``targets``: their maps."""
+        """Soft cross-entropy summed over attributes and the two levels. Object pixels weigh
+        ``object_weight`` times a background pixel: objects cover ~10% of a scene, and with a
+        plain pixel mean the heads learnt "background" for the shape of almost every object
+        pixel (3.6% shape accuracy on object pixels after 800 steps, colour 71%)."""
         total = fpn[0].new_zeros(())
         for key in self.fine:
             target = torch.stack([t[key] for t in targets]).to(fpn[0].device, fpn[0].dtype)
-            fine = self.fine[key](fpn[0])
-            total = total + F.cross_entropy(fine, F.adaptive_avg_pool2d(target, fine.shape[-2:]))
-            coarse = self.coarse[key](fpn[-1])
-            total = total + F.cross_entropy(coarse, F.adaptive_avg_pool2d(target, coarse.shape[-2:]))
+            for head, level in ((self.fine[key], fpn[0]), (self.coarse[key], fpn[-1])):
+                logits = head(level)
+                soft = F.adaptive_avg_pool2d(target, logits.shape[-2:])
+                weight = 1 + (self.object_weight - 1) * (1 - soft[:, 0])
+                per_pixel = -(soft * F.log_softmax(logits, dim=1)).sum(1)
+                total = total + (weight * per_pixel).sum() / weight.sum()
         return total
 
 

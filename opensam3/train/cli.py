@@ -38,6 +38,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                              "with attributes and masks, as opensam3.synth writes; 0 = off; embedded recipe: 2)")
     parser.add_argument("--alignment-weight", type=float,
                         help="weight of the phrase-pixel alignment loss (a training-only head; 0 = off)")
+    parser.add_argument("--pretrain-steps", type=int,
+                        help="first steps train only the image and text encoders through the auxiliary losses "
+                             "(needs --alignment-weight or --attribute-weight); the detector then gets its own "
+                             "warm-up and cosine over the remaining steps")
     parser.add_argument("--eval-every", type=int, help="steps between held-out evaluations (0 = only at the end)")
     parser.add_argument("--eval-pairs", type=int, help="held-out pairs per evaluation (0 = all)")
     parser.add_argument("--save-every", type=int, help="steps between checkpoints")
@@ -77,7 +81,8 @@ def run_train(args: argparse.Namespace) -> int:
         args.config, data=args.data, val=args.val, out=args.out, init=args.init, steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         exemplar_prob=args.exemplar_prob, pairs_per_image=args.pairs_per_image,
-        attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
+        attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight,
+        pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":

@@ -36,10 +36,18 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def two_stage(step: int, total_steps: int, warmup_steps: int, min_ratio: float, first_stage: int) -> float:
+    """Warm-up + cosine over the first ``first_stage`` steps, then again over the rest (a second
+    stage starts modules that the first left untouched, which want their own warm-up)."""
+    if step < first_stage:
+        return warmup_cosine(step, first_stage, warmup_steps, min_ratio)
+    return warmup_cosine(step - first_stage, total_steps - first_stage, warmup_steps, min_ratio)
+
+
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup_steps: int,
-                    min_ratio: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
+                    min_ratio: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), first_stage: int = 0,
                     ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps, min_ratio))
+        optimizer, lambda step: two_stage(step, total_steps, warmup_steps, min_ratio, first_stage))
     return optimizer, scheduler

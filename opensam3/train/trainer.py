@@ -54,6 +54,7 @@ class TrainSettings:
     pairs_per_image: int = 1          # phrases asked of each image in a step (>1: images encoded once)
     attribute_weight: float = 0.0     # dense attribute loss weight, when the data has scene records
     alignment_weight: float = 0.0     # phrase-pixel alignment loss weight (train/auxiliary.py)
+    pretrain_steps: int = 0           # first steps: encoders only, through the auxiliary losses
     dac: bool = False                 # SAM 3's one-to-many query copy (DAC), supervised with o2m matching
     log_every: int = 10
     save_every: int = 250
@@ -144,8 +145,12 @@ class Trainer:
             device = next(self.model.parameters()).device
             self.alignment = PhraseAlignment(self.model.config.detector.d_model).to(device)
         trained = torch.nn.ModuleList([self.model] + [m for m in (self.attribute_heads, self.alignment) if m])
+        if settings.pretrain_steps and self.attribute_heads is None and self.alignment is None:
+            raise InvalidInputError("--pretrain-steps trains the encoders through the auxiliary losses: give "
+                                    "--alignment-weight (any data) or --attribute-weight (data with scene records)")
         self.optimizer, self.scheduler = build_optimizer(trained, settings.lr, settings.weight_decay,
-                                                         settings.steps, settings.warmup, settings.min_lr_ratio)
+                                                         settings.steps, settings.warmup, settings.min_lr_ratio,
+                                                         first_stage=settings.pretrain_steps)
         self.step = 0
         self.history: list[dict] = []
         if (self.out / STATE_FILE).is_file():
@@ -168,30 +173,33 @@ class Trainer:
         features = images.select(batch.image_index)
         # not model.encode_text: its cache holds no-grad encodings
         text = model.backbone.language_backbone(batch.phrases, device=device)
-        output, decoded, layer_logits = model.ground(
-            features, text, batch.prompt_boxes.to(device), batch.prompt_labels.to(device),
-            batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac)
-        loss, log = self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
-                                   batch.exhaustive, dac=self.settings.dac)
-        with torch.no_grad():  # how far presence tells present phrases from absent ones
-            presence, present = output.presence_logits.sigmoid(), batch.presence.to(device)
-            for name, rows in (("presence_pos", present), ("presence_neg", ~present)):
-                if rows.any():
-                    log[name] = float(presence[rows].mean())
+        if self.step < self.settings.pretrain_steps:
+            # encoder pre-training (SAM 3 starts from aligned image and text encoders): no detector
+            loss, log = features.fpn[0].new_zeros(()), {}
+        else:
+            output, decoded, layer_logits = model.ground(
+                features, text, batch.prompt_boxes.to(device), batch.prompt_labels.to(device),
+                batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac)
+            loss, log = self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
+                                       batch.exhaustive, dac=self.settings.dac)
+            with torch.no_grad():  # how far presence tells present phrases from absent ones
+                presence, present = output.presence_logits.sigmoid(), batch.presence.to(device)
+                for name, rows in (("presence_pos", present), ("presence_neg", ~present)):
+                    if rows.any():
+                        log[name] = float(presence[rows].mean())
         if self.alignment is not None:
             union = torch.stack([m.amax(0) if m.shape[0] else m.new_zeros(m.shape[1:]) for m in batch.target_masks])
             aligned = self.alignment.loss([features.fpn[0], features.fpn[-1]], text.features, text.padding_mask,
                                           union.to(device))
             loss = loss + self.settings.alignment_weight * aligned
             log["alignment"] = float(aligned.detach())
-            log["loss"] = float(loss.detach())
         if self.attribute_heads is not None:
             targets = [self.attribute_maps(name) for name in batch.file_names]
             if all(t is not None for t in targets):
                 attribute = self.attribute_heads.loss(images.fpn, targets)
                 loss = loss + self.settings.attribute_weight * attribute
                 log["attributes"] = float(attribute.detach())
-                log["loss"] = float(loss.detach())
+        log["loss"] = float(loss.detach())
         return loss, log
 
     def train_step(self) -> dict[str, float]:
