@@ -59,7 +59,7 @@ def test_attribute_maps_follow_the_scene_records(synth):
     target = maps(scene["file_name"])
     for key, soft in target.items():
         assert soft.shape == (len(maps.vocabulary[key]) + 1, 32, 32)
-        torch.testing.assert_close(soft.sum(0), torch.ones(32, 32))  # a distribution per pixel
+        torch.testing.assert_close(soft.sum(0), torch.ones(32, 32), atol=2e-3, rtol=0)  # a distribution per pixel (fp16)
     # the largest object's class dominates the pixels at its mask's centre
     obj = max(scene["objects"], key=lambda o: o["visible_area"])
     mask = torch.from_numpy(rle.decode(obj["segmentation"]).astype("float32"))

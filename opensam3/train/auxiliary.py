@@ -39,7 +39,7 @@ ATTRIBUTE_KEYS = ("shape", "color", "size", "pattern")
 class AttributeMaps:
     """Per image file, soft per-pixel class maps (C_k + 1, m, m) of every attribute key."""
 
-    def __init__(self, scenes: list[dict], mask_size: int, cache: int = 4096):
+    def __init__(self, scenes: list[dict], mask_size: int, cache: int = 2048):
         self.mask_size = mask_size
         self.scenes = {scene["file_name"]: scene for scene in scenes}
         objects = [obj for scene in scenes for obj in scene.get("objects", [])]
@@ -64,7 +64,7 @@ class AttributeMaps:
     def __call__(self, file_name: str) -> dict[str, torch.Tensor] | None:
         if file_name in self._cache:
             self._cache.move_to_end(file_name)
-            return self._cache[file_name]
+            return {key: value.float() for key, value in self._cache[file_name].items()}
         scene = self.scenes.get(file_name)
         if scene is None:
             return None
@@ -80,10 +80,13 @@ class AttributeMaps:
         for key, label in labels.items():
             onehot = F.one_hot(torch.from_numpy(label), len(self.vocabulary[key]) + 1).permute(2, 0, 1).float()
             maps[key] = F.interpolate(onehot[None], size=(self.mask_size,) * 2, mode="area")[0]
-        self._cache[file_name] = maps
+        # kept in half precision (~30 class maps per image add up to gigabytes over a dataset),
+        # and returned from the rounded copy on the first call too, so a resumed run (empty
+        # cache) sees the same values as an uninterrupted one
+        self._cache[file_name] = {key: value.half() for key, value in maps.items()}
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return maps
+        return {key: value.half().float() for key, value in maps.items()}
 
 
 class AttributeHeads(nn.Module):
