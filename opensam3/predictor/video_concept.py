@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.image_io import preprocess
 from ..data.video_io import Video, open_video
 from ..errors import InvalidInputError
 from ..model.sam3 import ImageFeatures
@@ -126,21 +125,10 @@ class ConceptVideoTracker:
         cached = state.detector_features.get(frame_idx)
         if cached is not None:
             return cached
-        config = self.model.config
-        neck = self.model.backbone.vision_backbone
-        dtype = next(neck.trunk.parameters()).dtype
-        pixels = preprocess([np.array(state.video.frame(frame_idx))], config.image_size, config.pixel_mean,
-                            config.pixel_std, self.device, dtype)
-        trunk = neck.trunk(pixels)
-        used = len(config.vision.scale_factors) - 1
-        fpn, fpn_pos = neck.detector_levels(trunk, used)
-        levels, positions = neck.tracker_levels(trunk, count=used)
-        tdtype = self.tracker.dtype
-        # the official detector hands the tracker its neck output cast to bf16
-        levels = [level.to(torch.bfloat16).to(tdtype).contiguous(memory_format=torch.channels_last)
-                  for level in levels]
-        s0, s1 = self.tracker.heads.sam_mask_decoder.project_high_res(levels[0], levels[1])
-        state.features[frame_idx] = FrameFeatures(levels[2], (s0, s1), positions[-1].to(tdtype))
+        trunk = self.tracker.frame_trunk(state.video, frame_idx)
+        fpn, fpn_pos = self.model.backbone.vision_backbone.detector_levels(
+            trunk, len(self.model.config.vision.scale_factors) - 1)
+        state.features[frame_idx] = self.tracker.features_from_trunk(trunk, via_bfloat16=True)
         features = ImageFeatures(fpn, fpn_pos)
         state.detector_features[frame_idx] = features
         for cache in (state.features, state.detector_features):

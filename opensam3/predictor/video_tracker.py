@@ -111,6 +111,30 @@ class VideoTracker:
         """Remove every object, prompt and result (frame features stay cached)."""
         state.reset()
 
+    def frame_trunk(self, video, frame_idx: int) -> torch.Tensor:
+        """The ViT trunk output (1, D, g, g) of one video frame, in the trunk's dtype."""
+        config = self.image_model.config
+        trunk = self.image_model.backbone.vision_backbone.trunk
+        # a writable copy: cached frames are read-only
+        pixels = preprocess([np.array(video.frame(frame_idx))], config.image_size, config.pixel_mean,
+                            config.pixel_std, self.device, next(trunk.parameters()).dtype)
+        return trunk(pixels)
+
+    def features_from_trunk(self, trunk: torch.Tensor, via_bfloat16: bool = False) -> FrameFeatures:
+        """The tracker's frame features from a trunk output. ``via_bfloat16``: round the neck's
+        output through bf16 first, as the official detector does when it hands frames to the tracker."""
+        neck = self.image_model.backbone.vision_backbone
+        # the coarsest level is dropped, as for the detector (official scalp=1)
+        levels, positions = neck.tracker_levels(trunk, count=len(self.image_model.config.vision.scale_factors) - 1)
+        if via_bfloat16:
+            levels = [level.to(torch.bfloat16) for level in levels]
+        # the backbone may run in bf16 while the tracker runs in its own dtype (float32 by default);
+        # channels-last like the official neck output (see TrackerHeads.embed_image)
+        level0, level1, level2 = (level.to(self.dtype).contiguous(memory_format=torch.channels_last)
+                                  for level in levels)
+        s0, s1 = self.heads.sam_mask_decoder.project_high_res(level0, level1)
+        return FrameFeatures(level2, (s0, s1), positions[-1].to(self.dtype))
+
     @torch.inference_mode()
     def frame_features(self, state: TrackerVideoState, frame_idx: int) -> FrameFeatures:
         """Tracker features of one frame, (1, ...) each; the last few frames are cached."""
@@ -118,22 +142,7 @@ class VideoTracker:
         if cached is not None:
             state.features.move_to_end(frame_idx)
             return cached
-        config = self.image_model.config
-        neck = self.image_model.backbone.vision_backbone
-        trunk_dtype = next(neck.trunk.parameters()).dtype
-        # a writable copy: cached frames are read-only
-        pixels = preprocess([np.array(state.video.frame(frame_idx))], config.image_size, config.pixel_mean,
-                            config.pixel_std, self.device, trunk_dtype)
-        trunk = neck.trunk(pixels)
-        # the coarsest level is dropped, as for the detector (official scalp=1)
-        levels, positions = neck.tracker_levels(trunk, count=len(config.vision.scale_factors) - 1)
-        # the backbone may run in bf16 while the tracker runs in its own dtype (float32 by default);
-        # channels-last like the official neck output (see TrackerHeads.embed_image)
-        level0, level1, level2 = (level.to(self.dtype).contiguous(memory_format=torch.channels_last)
-                                  for level in levels)
-        positions = [p.to(self.dtype) for p in positions]
-        s0, s1 = self.heads.sam_mask_decoder.project_high_res(level0, level1)
-        features = FrameFeatures(level2, (s0, s1), positions[-1])
+        features = self.features_from_trunk(self.frame_trunk(state.video, frame_idx))
         state.features[frame_idx] = features
         while len(state.features) > max(1, state.cache_frames):
             state.features.popitem(last=False)
