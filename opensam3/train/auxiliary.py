@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opensam3.data import rle
+from opensam3.train.losses import dice_loss
 
 ATTRIBUTE_KEYS = ("shape", "color", "size", "pattern")
 
@@ -143,7 +144,5 @@ class PhraseAlignment(nn.Module):
         for level in levels:
             logits = self.logits(level, text, padding)
             target = F.adaptive_avg_pool2d(union[:, None].to(logits.dtype), logits.shape[-2:])[:, 0]
-            prob = logits.sigmoid().flatten(1)
-            dice = 1 - (2 * (prob * target.flatten(1)).sum(1) + 1) / (prob.sum(1) + target.flatten(1).sum(1) + 1)
-            total = total + F.binary_cross_entropy_with_logits(logits, target) + dice.mean()
+            total = total + F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target).mean()
         return total

@@ -59,6 +59,13 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * targets).sum(1) + 1) / (prob.sum(1) + targets.sum(1) + 1)
 
 
+def instance_union(masks: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """B tensors (T_b, h, w) of instance masks -> (B, h, w): the pixels of any instance (zeros
+    for a pair without instances; ``size`` is needed only when every pair is empty)."""
+    size = tuple(size or next(m.shape[1:] for m in masks))
+    return torch.stack([m.amax(0) if m.shape[0] else m.new_zeros(size) for m in masks])
+
+
 def paired_giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """IoU and GIoU of row-aligned xyxy boxes (N, 4), (N, 4) -> (N,), (N,)."""
     top_left = torch.maximum(a[:, :2], b[:, :2])
@@ -164,7 +171,7 @@ class SetCriterion:
             "dice": dice_loss(src, tgt).sum() / num_instances,
         }
         if semantic is not None:
-            union = torch.stack([t.amax(0) if t.shape[0] else masks.new_zeros(size) for t in resized])
+            union = instance_union(resized, size)
             sem = semantic[:, 0]
             losses["semantic"] = F.binary_cross_entropy_with_logits(sem, union)
             losses["semantic_dice"] = dice_loss(sem, union).mean()

@@ -27,7 +27,7 @@ from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.train.auxiliary import AttributeHeads, AttributeMaps, PhraseAlignment
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
-from opensam3.train.losses import LossWeights, SetCriterion
+from opensam3.train.losses import LossWeights, SetCriterion, instance_union
 from opensam3.train.optim import build_optimizer
 
 MODEL_FILE = "model.safetensors"
@@ -188,7 +188,7 @@ class Trainer:
                     if rows.any():
                         log[name] = float(presence[rows].mean())
         if self.alignment is not None:
-            union = torch.stack([m.amax(0) if m.shape[0] else m.new_zeros(m.shape[1:]) for m in batch.target_masks])
+            union = instance_union(batch.target_masks)
             aligned = self.alignment.loss([features.fpn[0], features.fpn[-1]], text.features, text.padding_mask,
                                           union.to(device))
             loss = loss + self.settings.alignment_weight * aligned
