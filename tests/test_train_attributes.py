@@ -14,9 +14,9 @@ from opensam3.api import build_model
 from opensam3.data import rle
 from opensam3.errors import InvalidInputError
 from opensam3.synth import write_image_dataset
-from opensam3.train.auxiliary import AttributeMaps
+from opensam3.train.auxiliary import AttributeHeads, AttributeMaps
 from opensam3.train.data import SacoDataset, grouped_batch_indices
-from opensam3.train.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainSettings
+from opensam3.train.trainer import LOG_FILE, MODEL_FILE, STATE_FILE, Trainer, TrainSettings
 
 from test_train_smoke import MICRO
 
@@ -73,6 +73,36 @@ def test_attribute_maps_follow_the_scene_records(synth):
     assert AttributeMaps.from_annotation(synth / "plain.json", 32) is None
 
 
+def test_object_heads_pool_each_object_with_its_own_labels(synth):
+    path = synth / "train" / "synth_images.json"
+    maps = AttributeMaps.from_annotation(path, mask_size=32)
+    scene = json.loads(path.read_text())["scenes"][1]
+    masks, labels = maps.objects(scene["file_name"], 16)
+    kept = [o for o in scene["objects"] if rle.decode(o["segmentation"]).sum() * (16 / scene["width"]) ** 2 >= 0.5]
+    assert masks.shape == (len(kept), 16, 16) and labels.shape == (len(kept), 4)
+    for (mask, label), obj in zip(zip(masks, labels), kept):
+        assert [maps.vocabulary[k][int(i)] for k, i in zip(maps.vocabulary, label)] == [str(obj[k]) for k in maps.vocabulary]
+        area = obj["visible_area"] * (16 / scene["width"]) ** 2
+        assert abs(float(mask.float().sum()) - area) < 0.02 * area + 0.05  # area-resized visible mask
+    assert maps.objects("missing.png", 16) is None
+    # a level whose pixels carry the object's shape index lets the pooled heads fit the shapes
+    heads = AttributeHeads(8, maps.num_classes())
+    level = torch.zeros(1, 8, 16, 16)
+    for mask, label in zip(masks.float(), labels):
+        level[0, int(label[0]) % 8] += mask
+    level.requires_grad_(True)
+    first = heads.object_loss(level, [(masks, labels)])
+    first.backward()
+    assert level.grad.abs().sum() > 0  # the loss reaches the image features
+    optimiser = torch.optim.Adam(heads.pooled.parameters(), 1e-2)
+    for _ in range(60):
+        optimiser.zero_grad()
+        loss = heads.object_loss(level.detach(), [(masks, labels)])
+        loss.backward()
+        optimiser.step()
+    assert float(loss.detach()) < 0.5 * float(first.detach())
+    assert float(heads.object_loss(level.detach(), [(masks[:0], labels[:0])])) == 0.0  # no objects, no loss
+
 def test_auxiliary_losses_train_resume_and_stay_out_of_the_export(synth, tmp_path):
     torch.manual_seed(0)
     run = Trainer(_settings(tmp_path, synth), model=build_model(MICRO))
@@ -125,7 +155,9 @@ def test_probe_reports_presence_auc_and_semantic_binding(synth, tmp_path):
 
 def test_encoder_pretraining_leaves_the_detector_untouched(synth, tmp_path):
     torch.manual_seed(0)
-    run = Trainer(_settings(tmp_path, synth, steps=6, pretrain_steps=3), model=build_model(MICRO))
+    held_out = synth / "train" / "synth_images.json"
+    run = Trainer(_settings(tmp_path, synth, steps=6, pretrain_steps=3, val=str(held_out), eval_every=2),
+                  model=build_model(MICRO))
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     run.settings.steps = 3
     run.run()
@@ -135,6 +167,12 @@ def test_encoder_pretraining_leaves_the_detector_untouched(synth, tmp_path):
     assert any(k.startswith("backbone.language_backbone") for k in changed)
     assert not any(k.startswith(("transformer.", "segmentation_head.", "dot_prod_scoring.")) for k in changed)
     assert all("presence" not in h and h["alignment"] > 0 for h in run.history)
+    # the periodic evaluation of the pre-training stage is the per-object attribute accuracy
+    logged = [json.loads(line) for line in (tmp_path / LOG_FILE).read_text().splitlines()]
+    accuracy = [r for r in logged if "val_shape_acc" in r]
+    assert [r["step"] for r in accuracy] == [2]
+    assert all(0.0 <= accuracy[0][f"val_{k}_acc"] <= 1.0 for k in ("shape", "color", "size", "pattern"))
+    assert set(run.evaluate_attributes()) == set(accuracy[0]) - {"step"}
     # the detector stage starts with its own warm-up
     lrs = [run.scheduler.lr_lambdas[0](step) for step in range(6)]
     assert lrs[3] == lrs[0] and lrs[2] < lrs[3]

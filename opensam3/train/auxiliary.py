@@ -9,7 +9,11 @@ presence AUC 0.53 after 800 steps). Two shallow heads give direct, dense gradien
   attributes (opensam3.synth writes a ``scenes`` list: per image file, objects with ``shape``,
   ``color``, ``size``, ``pattern`` and a visible-mask RLE), every pixel gets a class per
   attribute (0 = background), and 1x1-conv heads on the finest and the coarsest detector levels
-  classify them: the image features learn the world's concepts.
+  classify them: the image features learn the world's concepts. Per-pixel labels alone teach
+  colour but hardly shape (a pixel inside a star looks like one inside a circle), so each
+  object's features are also mask-average-pooled on the detector's level and classified as a
+  whole (``AttributeHeads.object_loss``): shape accuracy on held-out objects went from chance
+  to 39% in 1070 steps of 8 images, where the per-pixel heads stayed at chance.
 - phrase alignment (``PhraseAlignment``): a dot product between each pixel's feature and the
   phrase's pooled text feature must say whether the pixel belongs to an instance of the phrase
   (the union of its masks, which every dataset has): the text encoder learns to point at
@@ -47,6 +51,7 @@ class AttributeMaps:
         self.vocabulary = {key: sorted({str(obj[key]) for obj in objects if key in obj}) for key in ATTRIBUTE_KEYS}
         self.vocabulary = {key: values for key, values in self.vocabulary.items() if values}
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self._objects: OrderedDict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._cache_size = cache
 
     @classmethod
@@ -61,6 +66,35 @@ class AttributeMaps:
 
     def num_classes(self) -> dict[str, int]:
         return {key: len(values) + 1 for key, values in self.vocabulary.items()}
+
+    def objects(self, file_name: str, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The image's objects: visible masks area-resized to (N, size, size) and class indices
+        (N, number of keys; 0-based, no background class), or None for an unknown file."""
+        key = (file_name, size)
+        if key not in self._objects:
+            scene = self.scenes.get(file_name)
+            if scene is None:
+                return None
+            self._objects[key] = self.objects_of(scene, size)
+            if len(self._objects) > self._cache_size:
+                self._objects.popitem(last=False)
+        return self._objects[key]
+
+    def objects_of(self, scene: dict, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`objects` of any scene record (a held-out one too), labelled with this
+        vocabulary; objects with a value outside it are left out."""
+        masks, labels = [], []
+        for obj in scene.get("objects", []):
+            if "segmentation" not in obj or any(str(obj.get(k)) not in v for k, v in self.vocabulary.items()):
+                continue
+            mask = torch.from_numpy(rle.decode(obj["segmentation"]).astype(np.float32))
+            mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0]
+            if float(mask.sum()) < 0.5:  # under half a cell at this level: nothing to pool
+                continue
+            masks.append(mask.half())
+            labels.append([values.index(str(obj[k])) for k, values in self.vocabulary.items()])
+        return (torch.stack(masks) if masks else torch.zeros(0, size, size, dtype=torch.half),
+                torch.tensor(labels, dtype=torch.long).reshape(-1, len(self.vocabulary)))
 
     def __call__(self, file_name: str) -> dict[str, torch.Tensor] | None:
         if file_name in self._cache:
@@ -91,13 +125,37 @@ class AttributeMaps:
 
 
 class AttributeHeads(nn.Module):
-    """1x1-conv classifiers of every attribute on the finest and the coarsest detector levels."""
+    """1x1-conv classifiers of every attribute on the finest and the coarsest detector levels,
+    and MLP classifiers of each object's mask-pooled feature."""
 
     def __init__(self, dim: int, num_classes: dict[str, int], object_weight: float = 10.0):
         super().__init__()
         self.object_weight = object_weight
         self.fine = nn.ModuleDict({key: nn.Conv2d(dim, count, 1) for key, count in num_classes.items()})
         self.coarse = nn.ModuleDict({key: nn.Conv2d(dim, count, 1) for key, count in num_classes.items()})
+        # per object: no background class
+        self.pooled = nn.ModuleDict({key: nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, count - 1))
+                                     for key, count in num_classes.items()})
+
+    def pool(self, level: torch.Tensor, objects: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask-average-pooled features (N, C) of every object of every image, and their labels."""
+        features, labels = [], []
+        for image, (masks, classes) in zip(level, objects):
+            masks = masks.to(level.device, level.dtype)
+            features.append(torch.einsum("nhw,chw->nc", masks, image) / masks.sum((1, 2))[:, None])
+            labels.append(classes.to(level.device))
+        return torch.cat(features), torch.cat(labels)
+
+    def object_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {key: head(features) for key, head in self.pooled.items()}
+
+    def object_loss(self, level: torch.Tensor, objects: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Cross-entropy of every attribute of every object, summed over attributes."""
+        features, labels = self.pool(level, objects)
+        if not len(labels):
+            return level.sum() * 0.0
+        logits = self.object_logits(features)
+        return sum(F.cross_entropy(logits[key], labels[:, index]) for index, key in enumerate(self.pooled))
 
     def loss(self, fpn: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Soft cross-entropy summed over attributes and the two levels. Object pixels weigh

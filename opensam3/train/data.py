@@ -136,7 +136,7 @@ class SacoDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _image(self, file_name: str) -> np.ndarray:
+    def image(self, file_name: str) -> np.ndarray:
         """RGB uint8 resized to the model's input size (kept in a small LRU cache)."""
         if file_name in self._cache:
             self._cache.move_to_end(file_name)
@@ -190,7 +190,7 @@ class SacoDataset:
         # an image asked several phrases is encoded once (``image_index`` maps pairs to rows)
         file_names = list(dict.fromkeys(str(p["file_name"]) for p in pairs))
         image_row = {name: i for i, name in enumerate(file_names)}
-        pixels = preprocess([self._image(name) for name in file_names], self.image_size, self.pixel_mean,
+        pixels = preprocess([self.image(name) for name in file_names], self.image_size, self.pixel_mean,
                             self.pixel_std)
         boxes, masks, prompts = [], [], []
         for pair in pairs:
