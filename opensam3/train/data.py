@@ -185,13 +185,16 @@ class SacoDataset:
             self._by_image = [groups[name] for name in sorted(groups)]
         return self._by_image
 
+    def pixels(self, file_names: list[str]) -> torch.Tensor:
+        """The images, normalised as the model's input (B, 3, S, S)."""
+        return preprocess([self.image(name) for name in file_names], self.image_size, self.pixel_mean, self.pixel_std)
+
     def batch(self, indices: list[int], rng: random.Random) -> Batch:
         pairs = [self.pairs[i] for i in indices]
         # an image asked several phrases is encoded once (``image_index`` maps pairs to rows)
         file_names = list(dict.fromkeys(str(p["file_name"]) for p in pairs))
         image_row = {name: i for i, name in enumerate(file_names)}
-        pixels = preprocess([self.image(name) for name in file_names], self.image_size, self.pixel_mean,
-                            self.pixel_std)
+        pixels = self.pixels(file_names)
         boxes, masks, prompts = [], [], []
         for pair in pairs:
             b, m = self.targets(pair)

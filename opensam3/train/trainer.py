@@ -24,7 +24,6 @@ from opensam3.checkpoint import save_checkpoint
 from opensam3.config import config_to_dict, get_config
 from opensam3.errors import InvalidInputError
 from opensam3.model.sam3 import Sam3ImageModel
-from opensam3.data.image_io import preprocess
 from opensam3.train.auxiliary import AttributeHeads, AttributeMaps, PhraseAlignment
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
@@ -205,9 +204,9 @@ class Trainer:
             log["alignment"] = float(aligned.detach())
         if self.attribute_heads is not None:
             targets = [self.attribute_maps(name) for name in batch.file_names]
-            objects = [self.attribute_maps.objects(name, images.fpn[self.object_level].shape[-1])
-                       for name in batch.file_names]
             if all(t is not None for t in targets):
+                objects = [self.attribute_maps.objects(name, images.fpn[self.object_level].shape[-1])
+                           for name in batch.file_names]
                 attribute = (DENSE_ATTRIBUTE_SHARE * self.attribute_heads.loss(images.fpn, targets)
                              + self.attribute_heads.object_loss(images.fpn[self.object_level], objects))
                 loss = loss + self.settings.attribute_weight * attribute
@@ -284,9 +283,8 @@ class Trainer:
         files = list(dict.fromkeys(pair["file_name"] for pair in val.pairs))[:images]
         self.model.eval()
         try:
-            pixels = preprocess([val.image(name) for name in files], val.image_size, val.pixel_mean, val.pixel_std)
             device = next(self.model.parameters()).device
-            level = self.model.encode_image(pixels.to(device)).fpn[self.object_level]
+            level = self.model.encode_image(val.pixels(files).to(device)).fpn[self.object_level]
             # the training vocabulary indexes the heads' classes
             objects = [self.attribute_maps.objects_of(maps.scenes[name], level.shape[-1]) for name in files]
             features, labels = self.attribute_heads.pool(level, objects)
