@@ -14,7 +14,8 @@ from opensam3.api import build_model
 from opensam3.data import rle
 from opensam3.errors import InvalidInputError
 from opensam3.synth import write_image_dataset
-from opensam3.train.auxiliary import AttributeHeads, AttributeMaps
+from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhraseAlignment, SceneObjects,
+                                      binary_auc, phrase_object_targets)
 from opensam3.train.data import SacoDataset, grouped_batch_indices
 from opensam3.train.trainer import LOG_FILE, MODEL_FILE, STATE_FILE, Trainer, TrainSettings
 
@@ -73,12 +74,19 @@ def test_attribute_maps_follow_the_scene_records(synth):
     assert AttributeMaps.from_annotation(synth / "plain.json", 32) is None
 
 
+def kept_objects(scene: dict, size: int) -> list[dict]:
+    """The scene's objects covering at least half a cell of a size x size level."""
+    return [o for o in scene["objects"] if rle.decode(o["segmentation"]).sum() * (size / scene["width"]) ** 2 >= 0.5]
+
+
 def test_object_heads_pool_each_object_with_its_own_labels(synth):
     path = synth / "train" / "synth_images.json"
     maps = AttributeMaps.from_annotation(path, mask_size=32)
     scene = json.loads(path.read_text())["scenes"][1]
-    masks, labels = maps.objects(scene["file_name"], 16)
-    kept = [o for o in scene["objects"] if rle.decode(o["segmentation"]).sum() * (16 / scene["width"]) ** 2 >= 0.5]
+    record = maps.objects(scene["file_name"], 16)
+    masks, labels = record
+    assert record.ids == [o["object_id"] for o in kept_objects(scene, 16)]
+    kept = kept_objects(scene, 16)
     assert masks.shape == (len(kept), 16, 16) and labels.shape == (len(kept), 4)
     for (mask, label), obj in zip(zip(masks, labels), kept):
         assert [maps.vocabulary[k][int(i)] for k, i in zip(maps.vocabulary, label)] == [str(obj[k]) for k in maps.vocabulary]
@@ -91,33 +99,37 @@ def test_object_heads_pool_each_object_with_its_own_labels(synth):
     for mask, label in zip(masks.float(), labels):
         level[0, int(label[0]) % 8] += mask
     level.requires_grad_(True)
-    first = heads.object_loss(level, [(masks, labels)])
+    first = heads.object_loss(level, [record])
     first.backward()
     assert level.grad.abs().sum() > 0  # the loss reaches the image features
     optimiser = torch.optim.Adam(heads.pooled.parameters(), 1e-2)
     for _ in range(60):
         optimiser.zero_grad()
-        loss = heads.object_loss(level.detach(), [(masks, labels)])
+        loss = heads.object_loss(level.detach(), [record])
         loss.backward()
         optimiser.step()
     assert float(loss.detach()) < 0.5 * float(first.detach())
-    assert float(heads.object_loss(level.detach(), [(masks[:0], labels[:0])])) == 0.0  # no objects, no loss
+    assert float(heads.object_loss(level.detach(), [SceneObjects(masks[:0], labels[:0], [])])) == 0.0  # no objects
 
 def test_auxiliary_losses_train_resume_and_stay_out_of_the_export(synth, tmp_path):
     torch.manual_seed(0)
     run = Trainer(_settings(tmp_path, synth), model=build_model(MICRO))
-    assert run.attribute_heads is not None and run.alignment is not None
+    # the data records its objects: phrases are aligned per object, not per pixel
+    assert run.attribute_heads is not None and run.object_alignment is not None and run.alignment is None
     run.settings.steps = 3
     run.run()
-    assert all(h["attributes"] > 0 and h["alignment"] > 0 for h in run.history)
+    assert all(h["attributes"] > 0 and h["alignment"] >= 0 and h["query_attributes"] >= 0 for h in run.history)
+    # matched queries classify their objects; objects big enough for the micro level are aligned
+    assert any(h["query_attributes"] > 0 for h in run.history) and any(h["alignment"] > 0 for h in run.history)
     with safe_open(str(tmp_path / MODEL_FILE), "pt") as handle:
         exported = list(handle.keys())
     assert len(exported) == len(build_model(MICRO).state_dict())  # the heads are not exported
     state = torch.load(tmp_path / STATE_FILE, weights_only=True)
-    assert state["attribute_heads"] is not None and state["alignment"] is not None
+    assert all(state[k] is not None for k in ("attribute_heads", "object_alignment", "query_heads"))
     # resume: the heads come back, and the next steps repeat an uninterrupted run's losses
     resumed = Trainer(_settings(tmp_path, synth), model=build_model(MICRO))
-    for head, saved in ((resumed.attribute_heads, run.attribute_heads), (resumed.alignment, run.alignment)):
+    for name in ("attribute_heads", "object_alignment", "query_heads"):
+        head, saved = getattr(resumed, name), getattr(run, name)
         for key, value in saved.state_dict().items():
             torch.testing.assert_close(head.state_dict()[key], value)
     resumed.run()
@@ -130,9 +142,43 @@ def test_auxiliary_losses_train_resume_and_stay_out_of_the_export(synth, tmp_pat
     torch.manual_seed(0)
     long = Trainer(_settings(tmp_path / "long", synth, steps=40, lr=5e-3), model=build_model(MICRO))
     long.run()
-    for name, drop in (("attributes", 0.8), ("alignment", 0.95)):
+    for name, drop in (("attributes", 0.8), ("query_attributes", 0.95)):
         first, last = [sum(h[name] for h in part) / 5 for part in (long.history[:5], long.history[-5:])]
         assert last < drop * first, name
+
+
+def test_object_alignment_learns_which_objects_a_phrase_names(synth):
+    dataset = SacoDataset(synth / "train" / "synth_images.json", MICRO)
+    scene = json.loads((synth / "train" / "synth_images.json").read_text())["scenes"][0]
+    asked = dataset.phrases_of(scene["file_name"])
+    pairs = [p for p in dataset.pairs if p["file_name"] == scene["file_name"]]
+    assert [text for text, _ in asked] == [p["text_input"] for p in pairs]
+    for (text, ids), pair in zip(asked, pairs):  # the instances' object ids, none for a negative
+        assert ids == {a["object_id"] for a in dataset.by_pair.get(pair["id"], [])}
+    assert dataset.phrases_of("missing.png") == []
+    ids = [o["object_id"] for o in scene["objects"]]
+    targets = phrase_object_targets(asked, ids)
+    assert targets.shape == (len(asked), len(ids)) and targets.any() and not targets.all()
+    # objects whose features carry their id and phrases carrying their instances' ids: the
+    # head learns the pairing (AUC 1) and its loss reaches both sides
+    torch.manual_seed(0)
+    objects = torch.eye(16)[: len(ids)].requires_grad_(True)
+    phrases = (targets.float() @ torch.eye(16)[: len(ids)]).requires_grad_(True)
+    head = ObjectPhraseAlignment(16)
+    first = head.loss([objects], [phrases], [targets])
+    first.backward()
+    assert objects.grad.abs().sum() > 0 and phrases.grad.abs().sum() > 0
+    optimiser = torch.optim.Adam(head.parameters(), 1e-2)
+    for _ in range(100):
+        optimiser.zero_grad()
+        loss = head.loss([objects.detach()], [phrases.detach()], [targets])
+        loss.backward()
+        optimiser.step()
+    assert float(loss.detach()) < 0.5 * float(first.detach())
+    assert binary_auc(head.logits(objects, phrases), targets) == 1.0
+    assert float(head.loss([objects[:0]], [phrases], [targets[:, :0]])) == 0.0  # no objects, no loss
+    assert binary_auc(torch.tensor([0.9, 0.1, 0.5]), torch.tensor([True, False, False])) == 1.0
+    assert binary_auc(torch.tensor([0.5, 0.5]), torch.tensor([True, False])) == 0.5
 
 
 def test_probe_reports_presence_auc_and_semantic_binding(synth, tmp_path):
@@ -172,6 +218,7 @@ def test_encoder_pretraining_leaves_the_detector_untouched(synth, tmp_path):
     accuracy = [r for r in logged if "val_shape_acc" in r]
     assert [r["step"] for r in accuracy] == [2]
     assert all(0.0 <= accuracy[0][f"val_{k}_acc"] <= 1.0 for k in ("shape", "color", "size", "pattern"))
+    assert 0.0 <= accuracy[0]["val_align_auc"] <= 1.0  # held-out object-phrase alignment
     assert set(run.evaluate_attributes()) == set(accuracy[0]) - {"step"}
     # the detector stage starts with its own warm-up
     lrs = [run.scheduler.lr_lambdas[0](step) for step in range(6)]

@@ -24,15 +24,13 @@ import torch.nn.functional as F
 from opensam3.api import load
 from opensam3.data import rle
 from opensam3.ops.boxes import cxcywh_to_xyxy
+from opensam3.train.auxiliary import binary_auc
 from opensam3.train.data import SacoDataset
 from opensam3.train.losses import paired_giou
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    pos, neg = scores[labels], scores[~labels]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+    return binary_auc(torch.as_tensor(scores), torch.as_tensor(labels))
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:

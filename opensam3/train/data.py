@@ -48,6 +48,7 @@ class Batch:
     prompt_padding: torch.Tensor         # (B, N) bool, True = empty slot
     pair_ids: list
     file_names: list[str]                # I: the image file of each row of ``pixels``
+    target_ids: list[list] | None = None  # B x T_b: each instance's ``object_id`` (None where unrecorded)
 
     @property
     def presence(self) -> torch.Tensor:
@@ -132,6 +133,7 @@ class SacoDataset:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = image_cache
         self._by_image: list[list[int]] | None = None
+        self._by_file: dict[str, list[tuple[str, set]]] | None = None
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -185,6 +187,16 @@ class SacoDataset:
             self._by_image = [groups[name] for name in sorted(groups)]
         return self._by_image
 
+    def phrases_of(self, file_name: str) -> list[tuple[str, set]]:
+        """Every phrase asked of one image file, with its instances' ``object_id`` values
+        (empty for negatives; annotations without one are left out)."""
+        if self._by_file is None:
+            self._by_file = defaultdict(list)
+            for pair in self.pairs:
+                ids = {ann["object_id"] for ann in self.by_pair.get(pair["id"], []) if "object_id" in ann}
+                self._by_file[str(pair["file_name"])].append((str(pair["text_input"]), ids))
+        return self._by_file.get(file_name, [])
+
     def pixels(self, file_names: list[str]) -> torch.Tensor:
         """The images, normalised as the model's input (B, 3, S, S)."""
         return preprocess([self.image(name) for name in file_names], self.image_size, self.pixel_mean, self.pixel_std)
@@ -220,6 +232,7 @@ class SacoDataset:
             prompt_padding=prompt_padding,
             pair_ids=[p["id"] for p in pairs],
             file_names=file_names,
+            target_ids=[[ann.get("object_id") for ann in self.by_pair.get(p["id"], [])] for p in pairs],
         )
 
 

@@ -77,7 +77,7 @@ def paired_giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return iou, iou - (hull - union) / hull.clamp(min=1e-7)
 
 
-def _flat_indices(indices: list[Assignment], target_counts: list[int],
+def flat_indices(indices: list[Assignment], target_counts: list[int],
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(pair index, query index, index into the concatenated targets) of every matched query."""
     offsets = [0]
@@ -132,6 +132,7 @@ class SetCriterion:
         self.o2m_matcher = o2m_matcher or OneToManyMatcher()
         self.o2m_weight = o2m_weight
         self.alpha, self.gamma, self.pos_weight = alpha, gamma, pos_weight
+        self.last_matches: list[Assignment] = []  # the last call's one-to-one matches on the last layer
 
     def match(self, logits: torch.Tensor, boxes: torch.Tensor, target_boxes: list[torch.Tensor]) -> list[Assignment]:
         return self.matcher(logits.detach(), boxes.detach(), target_boxes)
@@ -142,7 +143,7 @@ class SetCriterion:
         device = logits.device
         if matches is None:
             matches = self.match(logits, boxes, target_boxes)
-        pair_idx, query_idx, target_idx = _flat_indices(matches, [t.shape[0] for t in target_boxes], device)
+        pair_idx, query_idx, target_idx = flat_indices(matches, [t.shape[0] for t in target_boxes], device)
         all_targets = torch.cat(target_boxes).to(device=device, dtype=boxes.dtype) if target_boxes else boxes.new_zeros(0, 4)
         src = boxes[pair_idx, query_idx]
         tgt = all_targets[target_idx]
@@ -161,7 +162,7 @@ class SetCriterion:
     def mask_losses(self, masks: torch.Tensor, semantic: torch.Tensor | None, matches: list[Assignment],
                     target_masks: list[torch.Tensor], num_instances: float) -> dict[str, torch.Tensor]:
         device = masks.device
-        pair_idx, query_idx, target_idx = _flat_indices(matches, [t.shape[0] for t in target_masks], device)
+        pair_idx, query_idx, target_idx = flat_indices(matches, [t.shape[0] for t in target_masks], device)
         size = masks.shape[-2:]
         resized = [_resize_masks(t.to(device=device, dtype=masks.dtype), size) for t in target_masks]
         all_targets = torch.cat(resized) if resized else masks.new_zeros(0, *size)
@@ -193,6 +194,7 @@ class SetCriterion:
             losses, matches = self.layer_losses(logits, boxes, decoded.presence_logits[layer, :, 0], target_boxes,
                                                 exhaustive, num_instances)
             if last:
+                self.last_matches = matches
                 losses.update(self.mask_losses(output.masks[:, o2o], output.semantic_logits, matches, target_masks,
                                                num_instances))
             for name, value in losses.items():

@@ -24,10 +24,13 @@ from opensam3.checkpoint import save_checkpoint
 from opensam3.config import config_to_dict, get_config
 from opensam3.errors import InvalidInputError
 from opensam3.model.sam3 import Sam3ImageModel
-from opensam3.train.auxiliary import AttributeHeads, AttributeMaps, PhraseAlignment
+from opensam3.model.detector.scoring import masked_mean
+from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhraseAlignment, PhraseAlignment,
+                                      QueryAttributeHeads, SceneObjects, binary_auc, phrase_object_targets,
+                                      pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
-from opensam3.train.losses import LossWeights, SetCriterion, instance_union
+from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
 from opensam3.train.optim import build_optimizer
 
 MODEL_FILE = "model.safetensors"
@@ -75,10 +78,10 @@ DENSE_ATTRIBUTE_SHARE = 0.3
 # trains from scratch, so it wants a higher learning rate and looser clipping than fine-tuning,
 # and fp16 export keeps its file (mostly the 49408-row token table) under 40 MB.
 RECIPES: dict[str, dict] = {
-    # 2400 encoder pre-training steps of 8 images (~1.2 s each on 2 threads) then 2400 detector
-    # steps (~1.1 s): ~100 min; the time limit guards the 2-hour budget (rendering the data and
+    # 2400 encoder pre-training steps of 8 images (~0.65 s each on 2 threads) then 3600 detector
+    # steps (~1.1 s): ~95 min; the time limit guards the 2-hour budget (rendering the data and
     # the evaluations take a few minutes) on a busier machine
-    "embedded": dict(steps=4800, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
+    "embedded": dict(steps=6000, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6600.0, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
                      alignment_weight=5.0),
 }
@@ -138,7 +141,7 @@ class Trainer:
         train_path, self.val_path = _resolve_data(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
         self.criterion = SetCriterion(settings.loss_weights)
-        self.attribute_maps = self.attribute_heads = None
+        self.attribute_maps = self.attribute_heads = self.query_heads = None
         if settings.attribute_weight > 0:
             self.attribute_maps = AttributeMaps.from_annotation(train_path, self.train_set.mask_size)
         if self.attribute_maps is not None:
@@ -147,11 +150,19 @@ class Trainer:
                                                   self.attribute_maps.num_classes()).to(device)
             # objects are pooled on the level the detector reads (stride = patch size)
             self.object_level = self.model.config.vision.scale_factors.index(1.0)
-        self.alignment = None
+            self.query_heads = QueryAttributeHeads(self.model.config.detector.d_model,
+                                                   self.attribute_maps.num_classes()).to(device)
+        # phrase alignment: per object when the data records its objects, else per pixel
+        self.alignment = self.object_alignment = None
         if settings.alignment_weight > 0:
             device = next(self.model.parameters()).device
-            self.alignment = PhraseAlignment(self.model.config.detector.d_model).to(device)
-        trained = torch.nn.ModuleList([self.model] + [m for m in (self.attribute_heads, self.alignment) if m])
+            dim = self.model.config.detector.d_model
+            if self.attribute_maps is not None:
+                self.object_alignment = ObjectPhraseAlignment(dim).to(device)
+            else:
+                self.alignment = PhraseAlignment(dim).to(device)
+        trained = torch.nn.ModuleList([self.model] + [m for m in (self.attribute_heads, self.query_heads,
+                                                                  self.alignment, self.object_alignment) if m])
         if settings.pretrain_steps and self.attribute_heads is None and self.alignment is None:
             raise InvalidInputError("--pretrain-steps trains the encoders through the auxiliary losses: give "
                                     "--alignment-weight (any data) or --attribute-weight (data with scene records)")
@@ -191,6 +202,10 @@ class Trainer:
                 batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac)
             loss, log = self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
                                        batch.exhaustive, dac=self.settings.dac)
+            if self.query_heads is not None:
+                queried = self._query_attribute_loss(batch, decoded.hidden[-1])
+                loss = loss + self.settings.attribute_weight * queried
+                log["query_attributes"] = float(queried.detach())
             with torch.no_grad():  # how far presence tells present phrases from absent ones
                 presence, present = output.presence_logits.sigmoid(), batch.presence.to(device)
                 for name, rows in (("presence_pos", present), ("presence_neg", ~present)):
@@ -203,16 +218,47 @@ class Trainer:
             loss = loss + self.settings.alignment_weight * aligned
             log["alignment"] = float(aligned.detach())
         if self.attribute_heads is not None:
-            targets = [self.attribute_maps(name) for name in batch.file_names]
-            if all(t is not None for t in targets):
-                objects = [self.attribute_maps.objects(name, images.fpn[self.object_level].shape[-1])
-                           for name in batch.file_names]
+            level = images.fpn[self.object_level]
+            objects = [self.attribute_maps.objects(name, level.shape[-1]) for name in batch.file_names]
+            if all(o is not None for o in objects):
+                targets = [self.attribute_maps(name) for name in batch.file_names]
                 attribute = (DENSE_ATTRIBUTE_SHARE * self.attribute_heads.loss(images.fpn, targets)
-                             + self.attribute_heads.object_loss(images.fpn[self.object_level], objects))
+                             + self.attribute_heads.object_loss(level, objects))
                 loss = loss + self.settings.attribute_weight * attribute
                 log["attributes"] = float(attribute.detach())
+                if self.object_alignment is not None:
+                    aligned = self._object_alignment_loss(self.train_set, batch.file_names, level, objects)
+                    loss = loss + self.settings.alignment_weight * aligned
+                    log["alignment"] = float(aligned.detach())
         log["loss"] = float(loss.detach())
         return loss, log
+
+    def _query_attribute_loss(self, batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
+        """The query heads' loss on the queries matched (last layer, one-to-one) to instances
+        whose object the scene records name."""
+        counts = [t.shape[0] for t in batch.target_boxes]
+        pair_idx, query_idx, target_idx = flat_indices(self.criterion.last_matches, counts, hidden.device)
+        keys = len(self.attribute_maps.vocabulary)
+        labels = []
+        for row, ids in zip(batch.image_index, batch.target_ids or [[None] * c for c in counts]):
+            known = self.attribute_maps.labels_by_id(batch.file_names[row])
+            labels.extend(known.get(oid, [-100] * keys) for oid in ids)
+        labels = torch.tensor(labels, dtype=torch.long, device=hidden.device).reshape(-1, keys)
+        return self.query_heads.loss(hidden[pair_idx, query_idx], labels[target_idx])
+
+    def _object_alignment_inputs(self, dataset: SacoDataset, file_names: list[str], level: torch.Tensor,
+                                 objects: list[SceneObjects]):
+        """Pooled objects, pooled text of every phrase asked of each image, and (P, N) targets."""
+        asked = [dataset.phrases_of(name) for name in file_names]
+        texts = [text for phrases in asked for text, _ in phrases]
+        encoded = self.model.backbone.language_backbone(texts, device=level.device)
+        pooled_text = masked_mean(encoded.features, encoded.padding_mask).split([len(a) for a in asked])
+        targets = [phrase_object_targets(a, o.ids).to(level.device) for a, o in zip(asked, objects)]
+        return pool_objects(level, objects), list(pooled_text), targets
+
+    def _object_alignment_loss(self, dataset: SacoDataset, file_names: list[str], level: torch.Tensor,
+                               objects: list[SceneObjects]) -> torch.Tensor:
+        return self.object_alignment.loss(*self._object_alignment_inputs(dataset, file_names, level, objects))
 
     def train_step(self) -> dict[str, float]:
         batch = self.next_batch()
@@ -289,10 +335,15 @@ class Trainer:
             objects = [self.attribute_maps.objects_of(maps.scenes[name], level.shape[-1]) for name in files]
             features, labels = self.attribute_heads.pool(level, objects)
             logits = self.attribute_heads.object_logits(features)
+            report = {f"val_{key}_acc": round(float((logits[key].argmax(1) == labels[:, index]).float().mean()), 4)
+                      for index, key in enumerate(logits)}
+            if self.object_alignment is not None:
+                pooled, phrases, targets = self._object_alignment_inputs(val, files, level, objects)
+                scores = [self.object_alignment.logits(o, p).flatten() for o, p in zip(pooled, phrases)]
+                report["val_align_auc"] = round(binary_auc(torch.cat(scores), torch.cat([t.flatten() for t in targets])), 4)
         finally:
             self.model.train()
-        return {f"val_{key}_acc": round(float((logits[key].argmax(1) == labels[:, index]).float().mean()), 4)
-                for index, key in enumerate(logits)}
+        return report
 
     @torch.no_grad()
     def evaluate(self, limit: int | None = None) -> dict[str, float]:
@@ -333,6 +384,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "attribute_heads": self.attribute_heads.state_dict() if self.attribute_heads is not None else None,
             "alignment": self.alignment.state_dict() if self.alignment is not None else None,
+            "object_alignment": self.object_alignment.state_dict() if self.object_alignment is not None else None,
+            "query_heads": self.query_heads.state_dict() if self.query_heads is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -353,6 +406,10 @@ class Trainer:
             self.attribute_heads.load_state_dict(state["attribute_heads"])
         if self.alignment is not None and state.get("alignment") is not None:
             self.alignment.load_state_dict(state["alignment"])
+        if self.object_alignment is not None and state.get("object_alignment") is not None:
+            self.object_alignment.load_state_dict(state["object_alignment"])
+        if self.query_heads is not None and state.get("query_heads") is not None:
+            self.query_heads.load_state_dict(state["query_heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
