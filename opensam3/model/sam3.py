@@ -180,11 +180,15 @@ class Sam3ImageModel(nn.Module):
         return level.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2).to(level.dtype), size
 
     def ground(self, features: ImageFeatures, text: TextFeatures, boxes: torch.Tensor,
-               box_labels: torch.Tensor, box_padding: torch.Tensor, all_layers: bool = False, dac: bool = False):
+               box_labels: torch.Tensor, box_padding: torch.Tensor, all_layers: bool = False, dac: bool = False,
+               extra_boxes: torch.Tensor | None = None):
         """Run the detector for B prompts on B images (rows of ``features``, ``text``, ``boxes``).
 
         ``dac=True`` (training only) adds the decoder's one-to-many query copy: every query
         output then has 2Q rows, the one-to-one queries first (see ``DetrDecoder``).
+
+        ``extra_boxes`` (training only): (B, D, 4) starting boxes of D denoising queries, whose
+        rows come last in every query output (see ``DetrDecoder``).
 
         boxes: (B, N, 4) normalised cxcywh exemplars (N may be 0); box_labels: (B, N) bool,
         True = positive; box_padding: (B, N) bool, True = no box in this slot.
@@ -192,7 +196,7 @@ class Sam3ImageModel(nn.Module):
         prompt, padding = self.encode_prompt(features, text, boxes, box_labels, box_padding)
         tokens, pos, size = self._image_tokens(features)
         memory = self.transformer.encoder(tokens, pos, prompt, padding, size)
-        decoded = self.transformer.decoder(memory, pos, prompt, padding, size, dac=dac)
+        decoded = self.transformer.decoder(memory, pos, prompt, padding, size, dac=dac, extra_boxes=extra_boxes)
         logits = self.dot_prod_scoring(decoded.hidden, prompt, padding)
         masks, semantic = self.segmentation_head(features.fpn, decoded.hidden[-1], memory, prompt, padding)
         output = GroundingOutput(

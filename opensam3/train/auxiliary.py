@@ -65,6 +65,7 @@ class AttributeMaps:
         self.vocabulary = {key: values for key, values in self.vocabulary.items() if values}
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._objects: OrderedDict[tuple[str, int], SceneObjects] = OrderedDict()
+        self._boxes: dict[str, dict] = {}
         self._cache_size = cache
 
     @classmethod
@@ -92,6 +93,22 @@ class AttributeMaps:
             if len(self._objects) > self._cache_size:
                 self._objects.popitem(last=False)
         return self._objects[key]
+
+    def boxes_by_id(self, file_name: str) -> dict:
+        """Every recorded object of the image with a visible mask: object id -> cxcywh box of
+        that mask, normalised (cached)."""
+        if file_name not in self._boxes:
+            scene = self.scenes.get(file_name, {})
+            boxes = {}
+            for obj in scene.get("objects", []):
+                if "segmentation" not in obj:
+                    continue
+                x, y, w, h = rle.to_bbox(obj["segmentation"])
+                if w > 0 and h > 0:
+                    width, height = float(scene["width"]), float(scene["height"])
+                    boxes[obj.get("object_id")] = [(x + w / 2) / width, (y + h / 2) / height, w / width, h / height]
+            self._boxes[file_name] = boxes
+        return self._boxes[file_name]
 
     def labels_by_id(self, file_name: str) -> dict:
         """Every recorded object of the image (however small): object id -> class indices."""

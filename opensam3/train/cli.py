@@ -54,6 +54,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--seed", type=int)
     parser.add_argument("--dac", action="store_true", default=None,
                         help="add SAM 3's one-to-many query copy (DAC) with one-to-many supervision")
+    parser.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None,
+                        help="denoising queries: one extra training query per recorded object, starting at its "
+                             "jittered box, scored by whether the phrase names it (needs scene records; on in the "
+                             "embedded recipe)")
     parser.add_argument("--official-init", action="store_true",
                         help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
                              "std-0.02 ViT) instead of PyTorch's defaults")
@@ -84,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
         attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight,
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
-        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, progress=False if args.no_progress else None)
+        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 

@@ -11,6 +11,7 @@ Outputs in ``out``: ``model.safetensors`` (opensam3.load reads it; config in the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -30,11 +31,13 @@ from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhras
                                       pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
+from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
 from opensam3.train.optim import build_optimizer
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
+PRETRAIN_STATE_FILE = "pretrain_state.pt"  # the state when encoder pre-training ends (kept)
 LOG_FILE = "log.jsonl"
 EVAL_KEYS = {"cgF1": "cgF1", "IL_MCC": "IL_MCC", "pmF1": "positive_micro_F1"}
 
@@ -59,6 +62,7 @@ class TrainSettings:
     alignment_weight: float = 0.0     # phrase-pixel alignment loss weight (train/auxiliary.py)
     pretrain_steps: int = 0           # first steps: encoders only, through the auxiliary losses
     dac: bool = False                 # SAM 3's one-to-many query copy (DAC), supervised with o2m matching
+    denoise: bool = False             # denoising queries at jittered boxes of recorded objects (train/denoise.py)
     log_every: int = 10
     save_every: int = 250
     eval_every: int = 500             # 0 = only at the end
@@ -83,7 +87,7 @@ RECIPES: dict[str, dict] = {
     # the evaluations take a few minutes) on a busier machine
     "embedded": dict(steps=6000, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6600.0, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
-                     alignment_weight=5.0),
+                     alignment_weight=5.0, denoise=True),
 }
 
 
@@ -197,11 +201,31 @@ class Trainer:
             # encoder pre-training (SAM 3 starts from aligned image and text encoders): no detector
             loss, log = features.fpn[0].new_zeros(()), {}
         else:
+            denoise = None
+            if self.settings.denoise and self.attribute_maps is not None:
+                generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.step + 2)
+                denoise = make_denoise_queries(batch, self.attribute_maps, generator)
             output, decoded, layer_logits = model.ground(
                 features, text, batch.prompt_boxes.to(device), batch.prompt_labels.to(device),
-                batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac)
+                batch.prompt_padding.to(device), all_layers=True, dac=self.settings.dac,
+                extra_boxes=denoise.start_boxes.to(device) if denoise is not None else None)
+            if denoise is not None:  # the denoising rows come last; the matching losses never see them
+                keep = slice(0, layer_logits.shape[2] - denoise.count)
+                rows = slice(keep.stop, None)
+                dn_loss, dn_log = denoise_loss(denoise, layer_logits[:, :, rows, 0], decoded.pred_boxes[:, :, rows],
+                                               output.masks[:, rows], decoded.hidden[-1][:, rows], batch.target_masks,
+                                               self.settings.loss_weights, self.query_heads)
+                output = dataclasses.replace(output, logits=output.logits[:, keep], boxes=output.boxes[:, keep],
+                                             masks=output.masks[:, keep])
+                decoded = dataclasses.replace(decoded, hidden=decoded.hidden[:, :, keep],
+                                              ref_boxes=decoded.ref_boxes[:, :, keep],
+                                              pred_boxes=decoded.pred_boxes[:, :, keep])
+                layer_logits = layer_logits[:, :, keep]
             loss, log = self.criterion(output, decoded, layer_logits, batch.target_boxes, batch.target_masks,
                                        batch.exhaustive, dac=self.settings.dac)
+            if denoise is not None:
+                loss = loss + dn_loss
+                log.update(dn_log)
             if self.query_heads is not None:
                 queried = self._query_attribute_loss(batch, decoded.hidden[-1])
                 loss = loss + self.settings.attribute_weight * queried
@@ -297,7 +321,7 @@ class Trainer:
             if self.step % s.log_every == 0 or self.step == s.steps:
                 self._log({**log, "time": round(time.monotonic() - start, 1)})
             out_of_time = s.time_limit is not None and time.monotonic() - start > s.time_limit
-            if self.step % s.save_every == 0 or self.step == s.steps or out_of_time:
+            if self.step % s.save_every == 0 or self.step in (s.steps, s.pretrain_steps) or out_of_time:
                 self.save()
             if self.val_path and s.eval_every and self.step % s.eval_every == 0 and self.step < s.steps:
                 if self.step <= s.pretrain_steps:  # no detector yet: how well the encoders know objects
@@ -394,6 +418,12 @@ class Trainer:
         }
         tmp = self.out / (STATE_FILE + ".tmp")
         torch.save(state, tmp)
+        if self.step == self.settings.pretrain_steps:
+            # the pre-trained encoders stay available: a detector stage with other settings can
+            # start from them (copy it to OUT/train_state.pt of a new run folder)
+            import shutil
+
+            shutil.copyfile(tmp, self.out / PRETRAIN_STATE_FILE)
         tmp.replace(self.out / STATE_FILE)
 
     def load_state(self, path: Path) -> None:

@@ -180,9 +180,13 @@ class DetrDecoder(nn.Module):
         prompt_padding_mask: torch.Tensor | None,
         feat_size: tuple[int, int] | None = None,
         dac: bool = False,
+        extra_boxes: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """``dac=True`` (training): 2Q queries, the Q one-to-one queries then a copy of them that
-        skips self-attention (one-to-many); all outputs then have 2Q query rows."""
+        skips self-attention (one-to-many); all outputs then have 2Q query rows.
+        ``extra_boxes`` (training): (B, D, 4) cxcywh starting boxes of D more queries, appended
+        last, with empty content, that also skip self-attention (denoising queries: the others
+        never see them)."""
         feat_size = tuple(feat_size) if feat_size is not None else self.default_feat_size
         if memory.shape[1] != feat_size[0] * feat_size[1]:
             raise ValueError(f"{memory.shape[1]} image tokens do not fill a {feat_size[0]}x{feat_size[1]} grid")
@@ -194,7 +198,10 @@ class DetrDecoder(nn.Module):
         # the presence token rides along as token 0 in every attention, with no position
         tokens = torch.cat((presence, queries), dim=1)
         boxes = self.reference_points.weight.repeat(copies, 1).sigmoid()[None].expand(batch, -1, -1)
-        self_attn_tokens = 1 + self.num_queries if dac else None
+        self_attn_tokens = 1 + self.num_queries if dac or extra_boxes is not None else None
+        if extra_boxes is not None:
+            tokens = torch.cat((tokens, tokens.new_zeros(batch, extra_boxes.shape[1], self.dim)), dim=1)
+            boxes = torch.cat((boxes, extra_boxes.to(boxes.dtype)), dim=1)
         no_pos = tokens.new_zeros(batch, 1, self.dim)
 
         hidden, starts, refined, presence_logits = [], [], [], []
