@@ -58,6 +58,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="denoising queries: one extra training query per recorded object, starting at its "
                              "jittered box, scored by whether the phrase names it (needs scene records; on in the "
                              "embedded recipe)")
+    parser.add_argument("--box-focus", type=float,
+                        help="from scratch: start the decoder's box attention bias as 'look inside the box' with this "
+                             "strength (0 = PyTorch's default; embedded recipe: 20)")
     parser.add_argument("--official-init", action="store_true",
                         help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
                              "std-0.02 ViT) instead of PyTorch's defaults")
@@ -88,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
         attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight,
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
-        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, progress=False if args.no_progress else None)
+        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 

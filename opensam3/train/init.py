@@ -39,3 +39,28 @@ def init_from_scratch(model: Sam3ImageModel) -> Sam3ImageModel:
             nn.init.zeros_(module.bias)
     nn.init.trunc_normal_(trunk.pos_embed, std=0.02)
     return model
+
+
+BOX_FOCUS = 20.0  # bias per unit of log-scaled distance outside the box: about -4 one patch out
+
+
+@torch.no_grad()
+def init_box_attention_focus(model: Sam3ImageModel, strength: float = BOX_FOCUS) -> Sam3ImageModel:
+    """Start the decoder's box attention bias (boxRPB) as "look inside your box".
+
+    From PyTorch's default initialisation the bias is small noise, every query attends to
+    nearly the whole image, and the decoder collapses: measured on the embedded model after
+    600 detector steps, the query states of one image-phrase pair differed by 0.004 (their
+    spread across pairs: 0.36), so no query could score its own object. Two hidden units of
+    each bias MLP are set to the distance left of / right of (above / below) the box, and every
+    head's output to minus ``strength`` times their sum: zero inside the box, falling with the
+    distance outside it. The other units keep their random start, so training can reshape it.
+    """
+    decoder = model.transformer.decoder
+    for mlp in (decoder.boxRPB_embed_x, decoder.boxRPB_embed_y):
+        first, last = mlp.layers[0], mlp.layers[-1]
+        # inputs: (token - box start, token - box end), log-scaled; positive before the start...
+        first.weight[:2] = torch.tensor([[-1.0, 0.0], [0.0, 1.0]])
+        first.bias[:2] = 0.0
+        last.weight[:, :2] = -strength
+    return model

@@ -31,6 +31,7 @@ from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhras
                                       pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
+from opensam3.train.init import init_box_attention_focus
 from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
 from opensam3.train.optim import build_optimizer
@@ -63,6 +64,8 @@ class TrainSettings:
     pretrain_steps: int = 0           # first steps: encoders only, through the auxiliary losses
     dac: bool = False                 # SAM 3's one-to-many query copy (DAC), supervised with o2m matching
     denoise: bool = False             # denoising queries at jittered boxes of recorded objects (train/denoise.py)
+    box_focus: float = 0.0            # from scratch: start the decoder's box attention bias as "look inside
+                                      # the box" with this strength (train/init.py); 0 = PyTorch's default
     log_every: int = 10
     save_every: int = 250
     eval_every: int = 500             # 0 = only at the end
@@ -87,7 +90,7 @@ RECIPES: dict[str, dict] = {
     # the evaluations take a few minutes) on a busier machine
     "embedded": dict(steps=6000, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6600.0, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
-                     alignment_weight=5.0, denoise=True),
+                     alignment_weight=5.0, denoise=True, box_focus=20.0),
 }
 
 
@@ -139,6 +142,8 @@ class Trainer:
         if model is None:
             config = get_config(settings.config)
             model = load(settings.init, config=config).model if settings.init else build_model(config)
+        if settings.box_focus > 0 and not settings.init:
+            init_box_attention_focus(model, settings.box_focus)
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
         # decoder dominates a step); exported weights are made contiguous again
         self.model = model.train().to(memory_format=torch.channels_last)
