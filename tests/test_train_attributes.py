@@ -196,6 +196,8 @@ def test_probe_reports_presence_auc_and_semantic_binding(synth, tmp_path):
     assert report["pairs"] == 20
     for key in ("presence_auc", "best_iou", "top_iou", "semantic_phrase", "semantic_all"):
         assert 0.0 <= report[key] <= 1.0, key
+    # an untrained decoder's queries differ (no collapse yet)
+    assert report["query_spread_within_pair"] > 0.05 and report["query_spread_across_pairs"] > 0
     assert report["best_iou"] >= report["top_iou"]  # the best query is at least the top-scored one
 
 

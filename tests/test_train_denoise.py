@@ -98,3 +98,23 @@ def test_trainer_denoising_losses_fall_and_resume_exactly(synth, tmp_path):
     for name, drop in (("dn_giou", 0.8), ("dn_ce", 0.9)):
         early, late = [sum(h[name] for h in part) / 5 for part in (long.history[:5], long.history[-5:])]
         assert late < drop * early, name
+
+
+def test_box_focus_init_makes_queries_look_inside_their_boxes():
+    from opensam3.train.init import init_box_attention_focus
+
+    torch.manual_seed(0)
+    decoder = init_box_attention_focus(build_model(MICRO)).transformer.decoder
+    side = 16
+    box = torch.tensor([[[0.5, 0.5, 0.25, 0.25]]])  # covers columns/rows 6..9 of 16
+    with torch.no_grad():
+        bias = decoder.box_attention_bias(box, (side, side))[0, :, 0].reshape(-1, side, side)  # (heads, H, W)
+    inside = bias[:, 6:10, 6:10]
+    assert float(inside.max() - inside.min()) < 2.0  # about flat inside (the random units stay)
+    # one patch outside costs about 4 on every head, and further out costs more
+    assert bool((bias[:, 8, 5] < inside.min(-1).values.min(-1).values - 2.5).all())
+    assert bool((bias[:, 8, 0] < bias[:, 8, 5] - 3).all()) and bool((bias[:, 0, 8] < bias[:, 5, 8] - 3).all())
+    # PyTorch's default start is nearly flat: every query sees the whole image
+    with torch.no_grad():
+        plain = build_model(MICRO).transformer.decoder.box_attention_bias(box, (side, side))[0, :, 0]
+    assert float(plain.max() - plain.min()) < 2.0

@@ -6,7 +6,10 @@ early run. This prints what moves first, on held-out pairs:
   phrase length: 0.5 = the image is ignored;
 - the best box IoU any query reaches per instance, and the top-scored query's IoU;
 - the semantic head's IoU with the phrase's pixels and with all objects' pixels: a head that
-  matches "all objects" better than "the phrase" has not bound text to image yet.
+  matches "all objects" better than "the phrase" has not bound text to image yet;
+- the spread of the final query states within a pair (mean over channels of their standard
+  deviation across queries) next to their spread across pairs: a decoder whose queries all say
+  the same thing (within << across) has collapsed, and no query can score its own object.
 
     python tools/probe_detector.py RUN/model.safetensors --data RUN/data/val/synth_images.json
 """
@@ -42,14 +45,17 @@ def probe(model_path: str, data: str, pairs: int) -> dict:
     model = load(model_path).model.eval()
     dataset = SacoDataset(data, model.config)
     scenes = {s["file_name"]: s for s in json.loads(open(data, encoding="utf-8").read()).get("scenes", [])}
-    rows = []
+    rows, spreads = [], []
     for start in range(0, min(pairs, len(dataset)), 16):
         indices = list(range(start, min(pairs, len(dataset), start + 16)))
         batch = dataset.batch(indices, random.Random(0))
         features = model.encode_image(batch.pixels).select(batch.image_index)
         text = model.backbone.language_backbone(batch.phrases)
         empty = batch.prompt_boxes[:, :0]
-        out = model.ground(features, text, empty, batch.prompt_labels[:, :0], batch.prompt_padding[:, :0])
+        out, decoded, _ = model.ground(features, text, empty, batch.prompt_labels[:, :0], batch.prompt_padding[:, :0],
+                                       all_layers=True)
+        hidden = decoded.hidden[-1]  # (B, Q, C)
+        spreads.append((hidden.std(1).mean(1), hidden.mean(1)))
         presence, scores = out.presence_logits.sigmoid(), out.logits.sigmoid()
         for row, index in enumerate(indices):
             pair, targets = dataset.pairs[index], batch.target_boxes[row]
@@ -82,6 +88,8 @@ def probe(model_path: str, data: str, pairs: int) -> dict:
     for key in ("best_iou", "top_iou", "semantic_phrase", "semantic_all"):
         values = [r[key] for r in rows if key in r]
         report[key] = float(np.mean(values)) if values else float("nan")
+    report["query_spread_within_pair"] = float(torch.cat([w for w, _ in spreads]).mean())
+    report["query_spread_across_pairs"] = float(torch.cat([m for _, m in spreads]).std(0).mean())
     return report
 
 
