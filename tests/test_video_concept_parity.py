@@ -45,7 +45,13 @@ from opensam3.predictor.video_tracker import VideoTracker
 from opensam3.seeded import apply_weight_overrides, seed_module
 
 FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "video_concept.safetensors"
-MIN_IOU = 0.99  # measured: 0.99687 (one pixel of one small mask), every other mask identical
+# Binary masks: the pooled IoU of all masks must reach 0.99 and no mask may differ by more than
+# MAX_FLIPPED pixels. Per-mask IoU alone is ill-posed on tiny masks: the logits agree to ~1e-7,
+# but pixels whose logit is ~0 flip with the CPU's kernels (measured: AVX2, one pixel, worst
+# per-mask IoU 0.99687; AVX-512, at most 2 pixels per mask, worst per-mask IoU 0.978 on a
+# 46-pixel mask, pooled IoU 0.99998).
+MIN_IOU = 0.99
+MAX_FLIPPED = 2
 PROB_TOL = 1e-3  # measured: 0
 BOX_TOL = 1e-2  # measured: 0 (normalised; one pixel is 0.0045 here)
 
@@ -110,7 +116,7 @@ def test_masks_probs_boxes(fixture, replay):
     tensors, meta = fixture
     config = json.loads(meta["config"])
     height, width = config["height"], config["width"]
-    worst_iou, worst_prob = 1.0, 0.0
+    worst_iou, worst_prob, worst_flipped, overlap, union_total = 1.0, 0.0, 0, 0, 0
     for step in json.loads(meta["steps"]):
         for t, out in replay[step["name"]]:
             key = f"{step['name']}.{t}"
@@ -126,11 +132,15 @@ def test_masks_probs_boxes(fixture, replay):
             ours = torch.from_numpy(out["out_binary_masks"])
             for a, b in zip(ours, theirs):
                 union = (a | b).sum().item()
+                overlap, union_total = overlap + (a & b).sum().item(), union_total + union
                 worst_iou = min(worst_iou, 1.0 if union == 0 else (a & b).sum().item() / union)
+                worst_flipped = max(worst_flipped, (a ^ b).sum().item())
             box_err = float((torch.from_numpy(out["out_boxes_xywh"]) - tensors[f"{key}.boxes_xywh"]).abs().max())
             assert box_err <= BOX_TOL, (key, box_err)
-    print(f"worst mask IoU {worst_iou:.5f}, worst prob error {worst_prob:.2e}")
-    assert worst_iou >= MIN_IOU
+    pooled = overlap / max(union_total, 1)
+    print(f"pooled mask IoU {pooled:.5f}, worst mask IoU {worst_iou:.5f} ({worst_flipped} pixels flipped), "
+          f"worst prob error {worst_prob:.2e}")
+    assert pooled >= MIN_IOU and worst_flipped <= MAX_FLIPPED
     assert worst_prob <= PROB_TOL
 
 
