@@ -84,9 +84,9 @@ def test_object_heads_pool_each_object_with_its_own_labels(synth):
     maps = AttributeMaps.from_annotation(path, mask_size=32)
     scene = json.loads(path.read_text())["scenes"][1]
     record = maps.objects(scene["file_name"], 16)
-    masks, labels = record
-    assert record.ids == [o["object_id"] for o in kept_objects(scene, 16)]
+    masks, labels = record.masks, record.labels
     kept = kept_objects(scene, 16)
+    assert record.ids == [o["object_id"] for o in kept]
     assert masks.shape == (len(kept), 16, 16) and labels.shape == (len(kept), 4)
     for (mask, label), obj in zip(zip(masks, labels), kept):
         assert [maps.vocabulary[k][int(i)] for k, i in zip(maps.vocabulary, label)] == [str(obj[k]) for k in maps.vocabulary]

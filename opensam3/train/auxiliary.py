@@ -50,9 +50,6 @@ class SceneObjects:
     labels: torch.Tensor  # (N, number of attribute keys) 0-based class indices
     ids: list             # N object ids, as the pair annotations' ``object_id`` name them
 
-    def __iter__(self):  # unpacks as (masks, labels)
-        return iter((self.masks, self.labels))
-
 
 class AttributeMaps:
     """Per image file, soft per-pixel class maps (C_k + 1, m, m) of every attribute key."""
@@ -66,6 +63,7 @@ class AttributeMaps:
         self._cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._objects: OrderedDict[tuple[str, int], SceneObjects] = OrderedDict()
         self._boxes: dict[str, dict] = {}
+        self._labels: dict[str, dict] = {}
         self._cache_size = cache
 
     @classmethod
@@ -111,24 +109,33 @@ class AttributeMaps:
         return self._boxes[file_name]
 
     def labels_by_id(self, file_name: str) -> dict:
-        """Every recorded object of the image (however small): object id -> class indices."""
-        scene = self.scenes.get(file_name, {})
-        return {obj.get("object_id"): [values.index(str(obj[k])) for k, values in self.vocabulary.items()]
-                for obj in scene.get("objects", []) if all(str(obj.get(k)) in v for k, v in self.vocabulary.items())}
+        """Every recorded object of the image (however small): object id -> class indices (cached)."""
+        if file_name not in self._labels:
+            objects = self.scenes.get(file_name, {}).get("objects", [])
+            classes = {obj.get("object_id"): self._classes(obj) for obj in objects}
+            self._labels[file_name] = {oid: c for oid, c in classes.items() if c is not None}
+        return self._labels[file_name]
+
+    def _classes(self, obj: dict) -> list[int] | None:
+        """The object's class index per attribute key, or None if a value is outside the vocabulary."""
+        if any(str(obj.get(k)) not in values for k, values in self.vocabulary.items()):
+            return None
+        return [values.index(str(obj[k])) for k, values in self.vocabulary.items()]
 
     def objects_of(self, scene: dict, size: int) -> SceneObjects:
         """:meth:`objects` of any scene record (a held-out one too), labelled with this
         vocabulary; objects with a value outside it are left out."""
         masks, labels, ids = [], [], []
         for obj in scene.get("objects", []):
-            if "segmentation" not in obj or any(str(obj.get(k)) not in v for k, v in self.vocabulary.items()):
+            classes = self._classes(obj)
+            if "segmentation" not in obj or classes is None:
                 continue
             mask = torch.from_numpy(rle.decode(obj["segmentation"]).astype(np.float32))
             mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0]
             if float(mask.sum()) < 0.5:  # under half a cell at this level: nothing to pool
                 continue
             masks.append(mask.half())
-            labels.append([values.index(str(obj[k])) for k, values in self.vocabulary.items()])
+            labels.append(classes)
             ids.append(obj.get("object_id"))
         return SceneObjects(torch.stack(masks) if masks else torch.zeros(0, size, size, dtype=torch.half),
                             torch.tensor(labels, dtype=torch.long).reshape(-1, len(self.vocabulary)), ids)
@@ -290,11 +297,11 @@ class ObjectPhraseAlignment(nn.Module):
     def loss(self, objects: list[torch.Tensor], phrases: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         """Per image: pooled objects (N, C), its phrases (P, C), targets (P, N) bool; the BCE
         mean over every (phrase, object) of the batch."""
-        logits = [self.logits(o, p).flatten() for o, p in zip(objects, phrases) if o.numel() and p.numel()]
-        if not logits:
+        kept = [(o, p, t) for o, p, t in zip(objects, phrases, targets) if o.numel() and p.numel()]
+        if not kept:
             return sum(o.sum() for o in objects) * 0.0
-        wanted = [t.flatten() for o, p, t in zip(objects, phrases, targets) if o.numel() and p.numel()]
-        return F.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(wanted).to(logits[0].dtype))
+        logits = torch.cat([self.logits(o, p).flatten() for o, p, _ in kept])
+        return F.binary_cross_entropy_with_logits(logits, torch.cat([t.flatten() for _, _, t in kept]).to(logits.dtype))
 
 
 def phrase_object_targets(phrases: list[tuple[str, set]], object_ids: list) -> torch.Tensor:

@@ -91,7 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
         attribute_weight=args.attribute_weight, alignment_weight=args.alignment_weight,
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
-        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus, progress=False if args.no_progress else None)
+        save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus,
+        progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 

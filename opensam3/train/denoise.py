@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from opensam3.ops.boxes import cxcywh_to_xyxy
 from opensam3.train.auxiliary import AttributeMaps, QueryAttributeHeads
 from opensam3.train.data import Batch
-from opensam3.train.losses import LossWeights, dice_loss, paired_giou, sigmoid_focal_loss
+from opensam3.train.losses import LossWeights, dice_loss, paired_giou, resize_masks, sigmoid_focal_loss
 
 BOX_NOISE = 0.4  # DN-DETR's box noise scale: centres move up to 0.2 box sides, sides scale 0.6-1.4
 
@@ -54,11 +54,12 @@ def jitter_boxes(boxes: torch.Tensor, generator: torch.Generator, noise: float =
 def make_denoise_queries(batch: Batch, maps: AttributeMaps, generator: torch.Generator) -> DenoiseQueries | None:
     """One query per recorded object of each pair's image; None when no pair's image has any."""
     rows = []
+    target_ids = batch.target_ids or [[]] * len(batch)
     for pair, row in enumerate(batch.image_index):
         objects = maps.boxes_by_id(batch.file_names[row])
         labels = maps.labels_by_id(batch.file_names[row])
         ids = [oid for oid in objects if oid in labels]
-        instances = {oid: index for index, oid in enumerate((batch.target_ids or [[]] * len(batch))[pair])}
+        instances = {oid: index for index, oid in enumerate(target_ids[pair])}
         rows.append([(objects[oid], labels[oid], instances.get(oid, -1)) for oid in ids])
     slots = max((len(r) for r in rows), default=0)
     if slots == 0:
@@ -93,11 +94,13 @@ def denoise_loss(queries: DenoiseQueries, layer_logits: torch.Tensor, layer_boxe
     slots = max(int(valid.sum()), 1)
     total = layer_logits.new_zeros(())
     log: dict[str, float] = {}
+    # positives are rarer than the objects a phrase does not name: weigh them up to match
+    named = positive[valid]
+    balance = max(float((~named).sum()) / max(float(named.sum()), 1.0), 1.0)
+    weight = torch.where(named, balance, 1.0)
     for layer in range(layer_logits.shape[0]):
         logits = layer_logits[layer][valid]
-        # positives are rarer than the objects a phrase does not name: weigh them up to match
-        weight = torch.where(positive[valid], max(float((~positive & valid).sum()) / max(float(positive.sum()), 1.0), 1.0), 1.0)
-        ce = (F.binary_cross_entropy_with_logits(logits, positive[valid].to(logits.dtype), reduction="none")
+        ce = (F.binary_cross_entropy_with_logits(logits, named.to(logits.dtype), reduction="none")
               * weight).sum() / weight.sum()
         boxes = layer_boxes[layer][valid]
         _, giou = paired_giou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target))
@@ -108,8 +111,9 @@ def denoise_loss(queries: DenoiseQueries, layer_logits: torch.Tensor, layer_boxe
     pair_idx, slot_idx = torch.nonzero(positive & valid, as_tuple=True)
     if len(pair_idx):
         size = masks.shape[-2:]
-        wanted = torch.stack([_resized(target_masks[int(p)][int(queries.instance[p, s])], size)
-                              for p, s in zip(pair_idx.tolist(), slot_idx.tolist())]).to(device, masks.dtype)
+        wanted = torch.stack([target_masks[p][int(queries.instance[p, s])]
+                              for p, s in zip(pair_idx.tolist(), slot_idx.tolist())])
+        wanted = resize_masks(wanted.to(device, masks.dtype), size)
         predicted = masks[pair_idx, slot_idx]
         mask = sigmoid_focal_loss(predicted, wanted).flatten(1).mean(1).mean()
         dice = dice_loss(predicted, wanted).mean()
@@ -120,9 +124,3 @@ def denoise_loss(queries: DenoiseQueries, layer_logits: torch.Tensor, layer_boxe
         total = total + attributes
         log["dn_attributes"] = float(attributes.detach())
     return total, log
-
-
-def _resized(mask: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    if mask.shape[-2:] == size:
-        return mask
-    return (F.interpolate(mask[None, None].float(), size=tuple(size), mode="area")[0, 0] >= 0.5).float()

@@ -164,7 +164,7 @@ class SetCriterion:
         device = masks.device
         pair_idx, query_idx, target_idx = flat_indices(matches, [t.shape[0] for t in target_masks], device)
         size = masks.shape[-2:]
-        resized = [_resize_masks(t.to(device=device, dtype=masks.dtype), size) for t in target_masks]
+        resized = [resize_masks(t.to(device=device, dtype=masks.dtype), size) for t in target_masks]
         all_targets = torch.cat(resized) if resized else masks.new_zeros(0, *size)
         src, tgt = masks[pair_idx, query_idx], all_targets[target_idx]
         losses = {
@@ -217,7 +217,7 @@ class SetCriterion:
         return total, log
 
 
-def _resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(T, H, W) binary masks -> (T, h, w) binary masks (area-average, then >= 0.5)."""
     if masks.shape[0] == 0:
         return masks.new_zeros(0, *size)

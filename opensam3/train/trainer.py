@@ -31,8 +31,8 @@ from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhras
                                       pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
-from opensam3.train.init import init_box_attention_focus
 from opensam3.train.denoise import denoise_loss, make_denoise_queries
+from opensam3.train.init import init_box_attention_focus
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
 from opensam3.train.optim import build_optimizer
 
