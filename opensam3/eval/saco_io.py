@@ -34,6 +34,21 @@ def read_json(path: str | Path, what: str) -> Any:
         raise EvalInputError(f"{what} file {file} is not UTF-8 text JSON") from exc
 
 
+def with_coco_defaults(gt: dict, limit: int | None = None) -> dict:
+    """An SA-Co image GT as the evaluator reads it: the first ``limit`` pairs (all when None or 0)
+    with their own annotations, a default category, and ``category_id`` / ``iscrowd`` filled in
+    where a training dataset left them out. The input is not modified."""
+    gt = dict(gt)
+    if limit and len(gt["images"]) > limit:
+        gt["images"] = gt["images"][:limit]
+        kept = {pair["id"] for pair in gt["images"]}
+        gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in kept]
+    gt["categories"] = gt.get("categories") or [{"id": 1, "name": "object"}]
+    default = gt["categories"][0]["id"]
+    gt["annotations"] = [{"category_id": default, "iscrowd": 0, **a} for a in gt.get("annotations", [])]
+    return gt
+
+
 def _require(entry: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
     if not isinstance(entry, Mapping):
         raise EvalInputError(f"{where}: expected a JSON object, got {type(entry).__name__}")

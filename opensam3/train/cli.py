@@ -61,6 +61,11 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--box-focus", type=float,
                         help="from scratch: start the decoder's box attention bias as 'look inside the box' with this "
                              "strength (0 = PyTorch's default; embedded recipe: 20)")
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                        help="after the last step, shift the presence logit so the 0.5 score threshold fits the "
+                             "model best (cgF1 on a calibration split; on in the embedded recipe)")
+    parser.add_argument("--calibration", help="SA-Co JSON for --calibrate (default: the data folder's calib split; "
+                        "for --config embedded one is rendered)")
     parser.add_argument("--official-init", action="store_true",
                         help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
                              "std-0.02 ViT) instead of PyTorch's defaults")
@@ -74,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from opensam3.api import build_model, load
     from opensam3.config import get_config
-    from opensam3.train.trainer import Trainer, _resolve_data, settings_for
+    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus,
-        progress=False if args.no_progress else None)
+        calibrate=args.calibrate, calibration=args.calibration, progress=False if args.no_progress else None)
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 
@@ -100,7 +105,8 @@ def run_train(args: argparse.Namespace) -> int:
 
         settings.data = str(prepare_synthetic_data(Path(settings.out) / "data", config.image_size,
                                                    progress=settings.progress))
-    _resolve_data(settings)  # fail on bad --data / --val before building a model
+    _resolve_data(settings)  # fail on bad --data / --val / --calibration before building a model
+    _resolve_calibration(settings)
     torch.manual_seed(settings.seed)
     model = load(settings.init, config=config, device=args.device).model if settings.init else \
         build_model(config, device=args.device)

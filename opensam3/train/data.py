@@ -30,7 +30,8 @@ from opensam3.data import rle
 from opensam3.data.image_io import preprocess
 from opensam3.errors import InvalidInputError
 
-SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation", "test", "heldout", "held_out")}
+SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation", "test", "heldout", "held_out"),
+               "calib": ("calib", "calibration")}
 
 
 @dataclass

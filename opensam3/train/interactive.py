@@ -124,8 +124,9 @@ def load_for_interactive(init: str | Path, neck_init_scale: float = 1.0, tracker
 
 @dataclass
 class SceneCache:
-    """Frozen trunk outputs (N, D, g, g) float16 and per scene the visible masks (K, S, S) bool,
-    tight boxes (K, 4) and centre clicks (K, 2) (the point farthest from the boundary)."""
+    """Frozen trunk outputs (N, D, g, g) float16 (on the model's device) and per scene the visible
+    masks (K, S, S) bool, tight boxes (K, 4) and centre clicks (K, 2) (the point farthest from the
+    boundary); masks, boxes and clicks stay on the CPU, where the prompts are sampled."""
 
     trunk: torch.Tensor
     masks: list[torch.Tensor]
@@ -140,6 +141,7 @@ def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 
     cfg = model.config
     stream = scene_stream(seed, size=cfg.image_size)
     trunk = model.backbone.vision_backbone.trunk
+    weight = next(trunk.parameters())  # the pixels go where the trunk is, in its dtype
     chunks, masks, boxes, centers = [], [], [], []
     bar = None
     if progress:
@@ -152,7 +154,8 @@ def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 
             scene = next(stream)
             if len(scene.objects):
                 scenes.append(scene)
-        pixels = preprocess([s.image for s in scenes], cfg.image_size, cfg.pixel_mean, cfg.pixel_std)
+        pixels = preprocess([s.image for s in scenes], cfg.image_size, cfg.pixel_mean, cfg.pixel_std,
+                            device=weight.device, dtype=weight.dtype)
         chunks.append(trunk(pixels).to(torch.float16))
         for scene in scenes:
             masks.append(torch.from_numpy(scene.masks))
@@ -204,11 +207,15 @@ def _decode(heads: TrackerHeads, image, high_res, coords, labels, mask_in):
 
 def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCache, images: list[int],
                      rng: np.random.Generator, gen: torch.Generator, s: InteractiveSettings) -> dict[str, torch.Tensor]:
-    """The losses of one step on the cached scenes ``images``."""
+    """The losses of one step on the cached scenes ``images``. Everything runs on the tracker
+    neck's device; prompts are sampled on the CPU (``rng``, and ``gen`` on its own device) and
+    moved there, so a given seed picks the same prompts on every device."""
     neck = model.backbone.vision_backbone
+    weight = next(neck.sam2_convs.parameters())
     with torch.set_grad_enabled(torch.is_grad_enabled() and s.neck_lr_scale > 0):
-        levels, _ = neck.tracker_levels(cache.trunk[images].float(), 3)
+        levels, _ = neck.tracker_levels(cache.trunk[images].to(device=weight.device, dtype=weight.dtype), 3)
     embedding = heads.embed_image(levels)
+    device = embedding.image.device
     size = model.config.image_size
     rows, targets, first = [], [], []
     for row, index in enumerate(images):
@@ -231,17 +238,17 @@ def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCac
         members = [i for i, (k, _) in enumerate(first) if k == kind]
         if not members:
             continue
-        pick = torch.tensor([rows[i] for i in members])
+        pick = torch.tensor([rows[i] for i in members], device=device)
         image = embedding.image.index_select(0, pick)
         high_res = tuple(level.index_select(0, pick) for level in embedding.high_res)
-        target = torch.stack([targets[i] for i in members])
-        prompts = torch.from_numpy(np.stack([first[i][1] for i in members]))
+        target = torch.stack([targets[i] for i in members]).to(device)
+        prompts = torch.from_numpy(np.stack([first[i][1] for i in members])).to(device)
         if kind == "point":
             coords = prompts[:, None]
-            labels = torch.ones(len(members), 1, dtype=torch.long)
+            labels = torch.ones(len(members), 1, dtype=torch.long, device=device)
         else:
             coords = prompts.reshape(-1, 2, 2)
-            labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]]).expand(len(members), 2)
+            labels = torch.tensor([[BOX_TOP_LEFT, BOX_BOTTOM_RIGHT]], device=device).expand(len(members), 2)
         mask_in = None
         for step in range(1 + s.clicks):
             masks, iou_pred = _decode(heads, image, high_res, coords, labels, mask_in)
@@ -251,7 +258,7 @@ def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCac
                 # predictor's fallback for an unstable single mask)
                 loss, iou, up = mask_terms(masks[:, 1:], target, s)
                 best = loss.argmin(dim=1)
-                mask_loss = loss[torch.arange(n), best]
+                mask_loss = loss[torch.arange(n, device=device), best]
                 iou_loss = F.mse_loss(iou_pred[:, 1:], iou, reduction="none").mean(1)
                 chosen = iou_pred[:, 1:].detach().argmax(dim=1) + 1
                 if kind == "box":
@@ -265,15 +272,15 @@ def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCac
             else:
                 loss, iou, up = mask_terms(masks[:, :1], target, s)
                 mask_loss, iou_loss = loss[:, 0], F.mse_loss(iou_pred[:, 0], iou[:, 0], reduction="none")
-                chosen = torch.zeros(n, dtype=torch.long)
+                chosen = torch.zeros(n, dtype=torch.long, device=device)
             if step == 0:
-                first_iou[kind] = single_iou[:, 0] if kind == "box" else iou[torch.arange(n), chosen - 1]
+                first_iou[kind] = single_iou[:, 0] if kind == "box" else iou[torch.arange(n, device=device), chosen - 1]
             totals["mask"] = totals["mask"] + mask_loss.sum()
             totals["iou"] = totals["iou"] + iou_loss.sum()
             count += n
             if step == s.clicks:
                 break
-            ar = torch.arange(n)
+            ar = torch.arange(n, device=device)
             mask_in = masks[ar, chosen][:, None].detach()
             pred = up[ar, chosen].detach() > 0
             xy, click = corrective_clicks(pred, target, gen)
@@ -298,8 +305,12 @@ def trainable_modules(model: Sam3ImageModel, heads: TrackerHeads, train_neck: bo
     return nn.ModuleDict({"neck": nn.ModuleList(list(neck)[:used]), "heads": heads})
 
 
-def train_interactive(s: InteractiveSettings) -> dict:
-    """Run the stage; writes OUT/model.safetensors and OUT/log.jsonl; returns a summary."""
+def train_interactive(s: InteractiveSettings, device: torch.device | str | None = None) -> dict:
+    """Run the stage; writes OUT/model.safetensors and OUT/log.jsonl; returns a summary.
+
+    device: where the model, the heads and the trunk cache live (None: the CPU, where
+    ``load_for_interactive`` builds them). Prompt sampling stays on the CPU with the same seeded
+    generators, so a seed draws the same prompts on every device."""
     from opensam3.api import Sam3
     from opensam3.train.optim import warmup_cosine
 
@@ -308,6 +319,8 @@ def train_interactive(s: InteractiveSettings) -> dict:
     torch.manual_seed(s.seed)
     start = time.time()
     model, heads = load_for_interactive(s.init, s.neck_init_scale, s.tracker_from)
+    if device is not None:
+        model, heads = model.to(device), heads.to(device)
     cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress)
     cache_time = time.time() - start
     trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0)
@@ -400,6 +413,7 @@ def add_train_interactive_parser(subparsers):
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-scenes", type=int, default=200, help="held-out scenes to evaluate (0 = skip)")
+    parser.add_argument("--device", default="cpu", help="torch device for training and evaluation (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_train_interactive)
@@ -414,13 +428,13 @@ def run_train_interactive(args) -> int:
         train_scenes=args.train_scenes, images_per_step=args.images_per_step,
         objects_per_image=args.objects_per_image, clicks=args.clicks, lr=args.lr, neck_lr_scale=args.neck_lr_scale, warmup=args.warmup, seed=args.seed,
         progress=not args.no_progress)
-    summary = train_interactive(settings)
+    summary = train_interactive(settings, device=args.device)
     if args.eval_scenes:
         from opensam3.train.interactive_eval import evaluate_interactive
 
         start = time.time()
         summary["eval"] = evaluate_interactive(summary["out"], num_scenes=args.eval_scenes,
-                                               progress=settings.progress)
+                                               progress=settings.progress, device=args.device)
         summary["eval_s"] = round(time.time() - start, 1)
         (Path(settings.out) / "eval.json").write_text(json.dumps(summary["eval"], indent=1))
     print(json.dumps(summary))

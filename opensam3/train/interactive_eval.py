@@ -20,20 +20,21 @@ EVAL_SEED = 11  # the interactive stage trains on seed 10, the detector on 0 (va
 
 
 def _iou(pred: torch.Tensor, target: np.ndarray) -> float:
-    target = torch.from_numpy(target)
+    target = torch.from_numpy(target).to(pred.device)
     union = (pred | target).sum().item()
     return (pred & target).sum().item() / union if union else 1.0
 
 
 def evaluate_interactive(model, seed: int = EVAL_SEED, num_scenes: int = 200, point_threshold: float = 0.8,
                          box_threshold: float = 0.85, progress: bool = False,
-                         max_hole_area: float | None = None) -> dict:
-    """model: a loaded ``Sam3`` with tracker weights, or a checkpoint path for ``opensam3.load``.
+                         max_hole_area: float | None = None, device: torch.device | str = "cpu") -> dict:
+    """model: a loaded ``Sam3`` with tracker weights (evaluated where it is), or a checkpoint path
+    for ``opensam3.load`` (loaded onto ``device``).
     max_hole_area: override the predictor's hole filling (low-res pixels; None keeps the API's)."""
     from opensam3.api import load
     from opensam3.synth import scene_stream
 
-    sam = load(model) if isinstance(model, (str, os.PathLike)) else model
+    sam = load(model, device=device) if isinstance(model, (str, os.PathLike)) else model
     if max_hole_area is not None:
         sam.interactive.max_hole_area = max_hole_area
     size = sam.model.config.image_size

@@ -26,7 +26,7 @@ def distance_to_boundary(mask) -> torch.Tensor:
     outside the object (the image border counts as outside); 0 outside the object."""
     mask = _as_bool_tensor(mask)
     height, width = mask.shape
-    out = torch.zeros(height, width)
+    out = torch.zeros(height, width, device=mask.device)
     if not mask.any():
         return out
     padded = F.pad(mask[None, None].float(), (1, 1, 1, 1))[0, 0] > 0
@@ -77,17 +77,21 @@ def corrective_clicks(pred: torch.Tensor, target: torch.Tensor, generator: torch
 
     pred, target: (B, H, W) bool. A click in a missed object pixel (false negative) is
     positive (label 1), one in a wrongly included pixel (false positive) negative (label 0).
-    Returns (B, 2) float x, y and (B,) long labels. A mask without errors gets a positive
-    click at a random object pixel (or anywhere, labelled 0, if the object is empty).
+    Returns (B, 2) float x, y and (B,) long labels on ``pred``'s device. A mask without errors
+    gets a positive click at a random object pixel (or anywhere, labelled 0, if the object is empty).
+
+    The random keys are drawn on ``generator``'s device (on ``pred``'s without one) and then
+    moved to ``pred``'s, so a CPU generator gives the same clicks whichever device the masks are on.
     """
-    pred, target = pred.bool(), target.bool()
+    pred, target = pred.bool(), target.bool().to(pred.device)
     batch, height, width = pred.shape
     error = (pred ^ target).reshape(batch, -1)
     fallback = target.reshape(batch, -1).clone()
     fallback[~fallback.any(dim=1)] = True
     pool = torch.where(error.any(dim=1, keepdim=True), error, fallback)
     # a uniform draw among the pool's pixels: the largest of independent uniform keys
-    keys = torch.rand(pool.shape, generator=generator)
+    draw_device = generator.device if generator is not None else pool.device
+    keys = torch.rand(pool.shape, generator=generator, device=draw_device).to(pool.device)
     index = torch.where(pool, keys, torch.full_like(keys, -1.0)).argmax(dim=1)
     xy = torch.stack((index % width, index // width), dim=1).float()
     labels = target.reshape(batch, -1).gather(1, index[:, None])[:, 0].long()

@@ -43,7 +43,7 @@ class HungarianMatcher:
     @torch.no_grad()
     def cost_matrix(self, logits: torch.Tensor, boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(Q,) logits, (Q, 4) predicted and (T, 4) target cxcywh boxes -> (Q, T) costs."""
-        logits, boxes, targets = logits.float(), boxes.float(), targets.float()
+        logits, boxes, targets = logits.float(), boxes.float(), targets.float().to(boxes.device)
         l1 = torch.cdist(boxes, targets, p=1)
         giou = generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(targets))
         cls = focal_class_cost(logits, self.alpha, self.gamma)[:, None]

@@ -11,14 +11,17 @@ from pathlib import Path
 
 from opensam3.errors import InvalidInputError
 
-TRAIN_IMAGES = 4000  # ~8 pairs each: about one epoch of the embedded recipe (3600 steps x 8 pairs)
+TRAIN_IMAGES = 4000  # ~8 pairs each
 VAL_IMAGES = 150
-TRAIN_SEED, VAL_SEED = 0, 1
+CALIB_IMAGES = 100   # the presence calibration's split (train/calibrate.py), apart from both
+TRAIN_SEED, VAL_SEED, CALIB_SEED = 0, 1, 2
 
 
 def prepare_synthetic_data(root: str | Path, image_size: int, train_images: int = TRAIN_IMAGES,
-                           val_images: int = VAL_IMAGES, progress: bool = True) -> Path:
-    """Write ROOT/train and ROOT/val (SA-Co image layout) unless already there; returns ROOT."""
+                           val_images: int = VAL_IMAGES, calib_images: int = CALIB_IMAGES,
+                           progress: bool = True) -> Path:
+    """Write ROOT/train, ROOT/val and ROOT/calib (SA-Co image layout) unless already there
+    (0 images: no such split); returns ROOT."""
     try:
         from opensam3.synth import write_image_dataset
     except ImportError as exc:
@@ -30,9 +33,10 @@ def prepare_synthetic_data(root: str | Path, image_size: int, train_images: int 
         from tqdm import tqdm
 
         bar = lambda items: tqdm(items, desc="rendering", leave=False)  # noqa: E731
-    for split, count, seed in (("train", train_images, TRAIN_SEED), ("val", val_images, VAL_SEED)):
+    for split, count, seed in (("train", train_images, TRAIN_SEED), ("val", val_images, VAL_SEED),
+                               ("calib", calib_images, CALIB_SEED)):
         folder = root / split
-        if folder.is_dir() and any(folder.glob("*.json")):
+        if not count or folder.is_dir() and any(folder.glob("*.json")):
             continue  # rendering is deterministic: an existing split is the same data
         write_image_dataset(folder, num_images=count, seed=seed, size=image_size, progress=bar)
     return root

@@ -31,6 +31,7 @@ from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhras
                                       pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
+from opensam3.train.calibrate import Calibration, calibrate_presence
 from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.init import init_box_attention_focus
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
@@ -73,6 +74,8 @@ class TrainSettings:
     final_eval_pairs: int = 0         # held-out pairs of the evaluation after the last step (0 = all)
     time_limit: float | None = None   # seconds; stop (and save) when exceeded
     seed: int = 0
+    calibrate: bool = False           # after the last step, fit the presence offset (train/calibrate.py) on
+    calibration: str | None = None    # this SA-Co JSON (default: the data folder's calib split)
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
     progress: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -90,7 +93,7 @@ RECIPES: dict[str, dict] = {
     # budget (rendering the data and the evaluations take a few minutes) on a slower machine
     "embedded": dict(steps=6000, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6600.0, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
-                     alignment_weight=5.0, denoise=True, box_focus=20.0),
+                     alignment_weight=5.0, denoise=True, box_focus=20.0, calibrate=True),
 }
 
 
@@ -135,6 +138,24 @@ def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
     return train, val
 
 
+def _resolve_calibration(settings: TrainSettings) -> Path | None:
+    """The calibration split (None when calibration is off); it must be neither split above."""
+    if not settings.calibrate:
+        return None
+    if settings.calibration:
+        path = Path(settings.calibration).expanduser()
+        if not path.is_file():
+            raise InvalidInputError(f"calibration annotation file not found: {path}")
+        return path
+    data = Path(settings.data).expanduser()
+    path = find_split(data if data.is_dir() else data.parent, "calib")
+    if path is None or path in _resolve_data(settings):
+        raise InvalidInputError(f"--calibrate needs a calibration split that is neither the training nor the "
+                                f"held-out data: put one in {data}/calib/ or pass --calibration FILE.json "
+                                f"(or --no-calibrate)")
+    return path
+
+
 class Trainer:
     def __init__(self, settings: TrainSettings, model: Sam3ImageModel | None = None):
         self.settings = settings
@@ -148,6 +169,7 @@ class Trainer:
         # decoder dominates a step); exported weights are made contiguous again
         self.model = model.train().to(memory_format=torch.channels_last)
         train_path, self.val_path = _resolve_data(settings)
+        self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
         self.criterion = SetCriterion(settings.loss_weights)
         self.attribute_maps = self.attribute_heads = self.query_heads = None
@@ -346,9 +368,19 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
+        if self.calibration_path is not None:
+            self.calibrate()
         if self.val_path:
             metrics = self.evaluate(limit=s.final_eval_pairs)
         return metrics
+
+    def calibrate(self) -> Calibration:
+        """Fit the presence offset on the calibration split and re-export the model with it.
+        ``train_state.pt`` keeps the uncalibrated weights, so a resumed run calibrates afresh."""
+        result = calibrate_presence(self.model, self.calibration_path, find_images_dir(self.calibration_path))
+        self._log({"step": self.step, "calibration": {"offset": result.offset, **result.metrics}})
+        self._export()
+        return result
 
     def _log(self, record: dict) -> None:
         with (self.out / LOG_FILE).open("a", encoding="utf-8") as handle:
@@ -387,18 +419,11 @@ class Trainer:
         """cgF1 / IL_MCC / pmF1 (masks) on the held-out pairs, through opensam3.eval."""
         from opensam3.eval.image_eval import evaluate_image_cgf1
         from opensam3.eval.predict import predict_dataset
+        from opensam3.eval.saco_io import with_coco_defaults
 
         limit = self.settings.eval_pairs if limit is None else limit
-        gt = json.loads(self.val_path.read_text(encoding="utf-8"))
-        if limit and len(gt["images"]) > limit:
-            # a fixed subset, the same at every evaluation, with its own annotations
-            gt["images"] = gt["images"][:limit]
-            kept = {p["id"] for p in gt["images"]}
-            gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in kept]
-        gt.setdefault("categories", [{"id": 1, "name": "object"}])
-        for ann in gt.get("annotations", []):
-            ann.setdefault("category_id", gt["categories"][0]["id"])
-            ann.setdefault("iscrowd", 0)
+        # a fixed subset, the same at every evaluation, with its own annotations
+        gt = with_coco_defaults(json.loads(self.val_path.read_text(encoding="utf-8")), limit)
         subset = self.out / "eval_gt.json"
         subset.write_text(json.dumps(gt), encoding="utf-8")
         self.model.eval()
@@ -414,8 +439,7 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.settings.save_dtype]
-        export_model(self.model, self.out / MODEL_FILE, dtype)
+        self._export()
         state = {
             "step": self.step,
             "model": self.model.state_dict(),
@@ -438,6 +462,10 @@ class Trainer:
 
             shutil.copyfile(tmp, self.out / PRETRAIN_STATE_FILE)
         tmp.replace(self.out / STATE_FILE)
+
+    def _export(self) -> None:
+        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.settings.save_dtype]
+        export_model(self.model, self.out / MODEL_FILE, dtype)
 
     def load_state(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
