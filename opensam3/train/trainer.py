@@ -74,8 +74,8 @@ class TrainSettings:
     final_eval_pairs: int = 0         # held-out pairs of the evaluation after the last step (0 = all)
     time_limit: float | None = None   # seconds; stop (and save) when exceeded
     seed: int = 0
-    calibrate: bool = False           # after the last step, fit the presence offset (train/calibrate.py) on
-    calibration: str | None = None    # this SA-Co JSON (default: the data folder's calib split)
+    calibrate: bool = False           # after the last step, fit the presence offset (train/calibrate.py)
+    calibration: str | None = None    # its SA-Co JSON (default: the data folder's calib split)
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
     progress: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -90,8 +90,9 @@ DENSE_ATTRIBUTE_SHARE = 0.3
 RECIPES: dict[str, dict] = {
     # 2400 encoder pre-training steps of 8 images, then 6000 detector steps of 2 images x 4 phrases:
     # 0.72 and 0.69-0.77 s per step on 2 threads (2026-11-29), 29 + 72-77 min; with rendering
-    # (1.5 min), the evaluations and the calibration the command takes just under 2 hours, and the
-    # time limit stops training early rather than overrun that on a slower machine
+    # (1.5 min), the evaluations and the calibration (~2 min) the parts add up to about 117 min
+    # (not yet timed as one command), and the time limit stops training early rather than
+    # overrun 2 hours on a slower machine
     "embedded": dict(steps=8400, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6700.0, eval_every=1000, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
                      alignment_weight=5.0, denoise=True, box_focus=20.0, calibrate=True),
