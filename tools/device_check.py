@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,9 +39,11 @@ FIXTURES = ROOT / "tests" / "fixtures"
 TOL = 1e-4  # the CPU parity tolerance
 FULL_REFERENCE_BY_CPU = {"AVX512": "full_reference.safetensors", "AVX2": "full_reference_avx2.safetensors"}
 
+sys.path.insert(0, str(ROOT / "tests"))  # the video fixtures' clip and mask unpacking, shared with the tests
 import opensam3  # noqa: E402
 from opensam3 import TINY, Sam3, Sam3Processor, build_model  # noqa: E402
 from opensam3.seeded import apply_weight_overrides, seed_module, seeded_state_dict, seeded_value  # noqa: E402
+from test_video_tracker_parity import make_frames, unpack  # noqa: E402  (arrays: no video decoder needed)
 
 Result = dict  # what a check records (JSON-serialisable); it fills it as it goes
 
@@ -130,23 +131,6 @@ def tiny_interactive_checkpoint(tmp: Path) -> Path:
         seed_module(heads, prefix="tracker.")
         Sam3(model, tracker=heads).save(path)
     return path
-
-
-def make_frames(num_frames: int, height: int, width: int) -> np.ndarray:
-    """The video fixtures' clip (tools/parity/make_video_tracker_fixture.py): smooth random colour
-    fields with two moving squares. Arrays, so no video decoder (av) is needed."""
-    g = torch.Generator().manual_seed(7)
-    coarse = torch.randint(0, 256, (num_frames, 3, 14, 14), generator=g).float()
-    frames = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    for t in range(num_frames):
-        frames[t, :, 80:140, 40 + 6 * t:100 + 6 * t] = torch.tensor([250.0, 240.0, 30.0])[:, None, None]
-        frames[t, :, 60 + 4 * t:120 + 4 * t, 140:190] = torch.tensor([20.0, 60.0, 245.0])[:, None, None]
-    return frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def unpack(bits: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    flat = np.unpackbits(bits.numpy(), axis=1)[:, : height * width]
-    return torch.from_numpy(flat.reshape(-1, height, width).astype(bool))
 
 
 def video_modules(meta: dict, dev: torch.device, seed_detector: bool, use_memory_selection: bool):
