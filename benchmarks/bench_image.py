@@ -1,6 +1,6 @@
 """Image benchmark: opensam3 next to the official code, same seeded full-size weights, same image.
 
-    .venv/bin/python benchmarks/bench_image.py [--size full|tiny] [--reference-dir ../shared/reference]
+    .venv/bin/python benchmarks/bench_image.py [--dtypes float32,bfloat16] [--reference-dir ../shared/reference]
 
 Each system runs in its own process (so peak RSS is its own): encode the image (set_image) and
 answer text prompts (a new phrase each time, as a user would). Prints seconds, peak RSS and
@@ -44,6 +44,18 @@ def seeded_checkpoint(cache_dir: Path) -> Path:
     state = {k: seeded_value(k, v["shape"]) for k, v in manifest.items() if v["dtype"] == "float32"}
     torch.save({"model": state}, path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def seeded_safetensors(checkpoint: Path) -> Path:
+    """The same weights as ``.safetensors`` (float32, official keys): what opensam3 reads, so a
+    bfloat16 load casts tensor by tensor instead of holding the float32 file in memory."""
+    sys.path.insert(0, str(ROOT))
+    from opensam3.checkpoint import convert_checkpoint
+
+    path = checkpoint.with_suffix(".safetensors")
+    if not path.exists():
+        convert_checkpoint(checkpoint, path)
     return path
 
 
@@ -116,9 +128,10 @@ def main() -> int:
         return _worker(args)
 
     checkpoint = seeded_checkpoint(Path(args.cache_dir))
+    ours = seeded_safetensors(checkpoint)
     rows = []
     for dtype in args.dtypes.split(","):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(checkpoint),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--checkpoint", str(ours),
                "--dtype", dtype, "--repeats", str(args.repeats)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

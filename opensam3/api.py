@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import (
     HUB_REPO,
+    TRACKER_PREFIX,
     SplitCheckpoint,
     check_state_dict,
     download_official,
@@ -172,7 +173,12 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
     """
     warn_if_slow_bf16(device, dtype)
     path = resolve_checkpoint(checkpoint)
-    state: SplitCheckpoint = split_checkpoint(read_checkpoint(path))
+    tracker_dtype = tracker_dtype or dtype
+
+    def dtype_for(key: str) -> torch.dtype:  # cast while reading: no float32 copy next to a bf16 model
+        return tracker_dtype if key.startswith(TRACKER_PREFIX) else dtype
+
+    state: SplitCheckpoint = split_checkpoint(read_checkpoint(path, dtype_for))
     if isinstance(config, str):
         config = get_config(config)
     config = config or _metadata_config(path) or infer_config(state.detector)
@@ -182,7 +188,6 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         raise CheckpointError(f"{path}: {exc}") from None
     tracker = memory = None
     if state.tracker and config.vision.tracker_neck:
-        tracker_dtype = tracker_dtype or dtype
         tracker = load_tracker_heads(state.tracker, TrackerHeadsConfig.from_model_config(config), device=device,
                                      dtype=tracker_dtype)
         if tracker_memory_state(state.tracker):

@@ -11,8 +11,10 @@ Our module names mirror the official ones, so mapping keys is a prefix strip. Ro
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +38,78 @@ class SplitCheckpoint:
     tracker: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+# A dtype per checkpoint key (None = keep the stored one): tensors are cast as they are read,
+# so a bfloat16 load never holds the float32 checkpoint in memory next to the model.
+DtypeFor = Callable[[str], torch.dtype | None]
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _cast(name: str, tensor: torch.Tensor, dtype_for: DtypeFor | None) -> torch.Tensor:
+    target = dtype_for(name) if dtype_for is not None else None
+    if target is None or not tensor.is_floating_point() or tensor.dtype == target:
+        return tensor
+    return tensor.to(target)
+
+
+def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file, read one at a time with plain file reads.
+
+    Not memory-mapped: mapped pages count as the process's memory, so reading a float32 file into a
+    bfloat16 model that way peaks at both sizes. Here the peak is the result plus one tensor.
+    """
+    path = Path(path)
+    problem = f"{path} is not a readable safetensors file"
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            prefix = handle.read(8)
+            header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if not 0 < header_len <= size - 8:
+                raise CheckpointError(f"{problem} (bad header length; the file may be truncated or not safetensors)")
+            try:
+                header = json.loads(handle.read(header_len))
+            except ValueError as exc:
+                raise CheckpointError(f"{problem} (its header is not JSON: {exc})") from None
+            if not isinstance(header, dict):
+                raise CheckpointError(f"{problem} (its header is not a JSON object)")
+            header.pop("__metadata__", None)
+            data_start = 8 + header_len
+            state: dict[str, torch.Tensor] = {}
+            # in file order, so the reads are sequential
+            for name, entry in sorted(header.items(), key=lambda item: item[1].get("data_offsets", [0])[0]):
+                try:
+                    dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+                    shape = [int(n) for n in entry["shape"]]
+                    begin, end = (int(n) for n in entry["data_offsets"])
+                except (KeyError, TypeError, ValueError):
+                    raise CheckpointError(f"{problem} (tensor {name!r} has an unsupported or malformed entry "
+                                          f"{entry!r})") from None
+                nbytes = end - begin
+                expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+                if nbytes != expected or begin < 0 or data_start + end > size:
+                    raise CheckpointError(f"{problem} (tensor {name!r}: its bytes do not fit its shape {shape} or "
+                                          f"lie past the end of the file; the file may be truncated)")
+                raw = torch.empty(nbytes, dtype=torch.uint8)
+                handle.seek(data_start + begin)
+                if nbytes and handle.readinto(memoryview(raw.numpy())) != nbytes:
+                    raise CheckpointError(f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
+                state[name] = _cast(name, raw.view(dtype).reshape(shape), dtype_for)
+                del raw
+    except OSError as exc:
+        raise CheckpointError(f"{problem} ({exc})") from None
+    return state
+
+
+def read_checkpoint(path: str | os.PathLike, dtype_for: DtypeFor | None = None) -> dict[str, torch.Tensor]:
     """Load every tensor of a ``.pt``/``.pth``/``.safetensors`` file into a flat dict (CPU).
 
-    Pickle files are read with ``weights_only=True``: a checkpoint cannot run code.
+    ``dtype_for(key)`` casts floating tensors while reading (see :data:`DtypeFor`). Pickle files are
+    read with ``weights_only=True``: a checkpoint cannot run code.
     """
     path = Path(path)
     if not path.exists():
@@ -47,13 +117,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.is_dir():
         raise CheckpointError(f"expected a checkpoint file but {path} is a directory")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+        return read_safetensors(path, dtype_for)
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:
@@ -68,7 +132,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raw = raw["model"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return dict(raw)
+    return {name: _cast(name, tensor, dtype_for) for name, tensor in raw.items()}
 
 
 def split_checkpoint(state: Mapping[str, torch.Tensor]) -> SplitCheckpoint:
@@ -147,6 +211,28 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, tracker: nn.Modul
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata or {})
     os.replace(tmp, path)  # never leave a half-written file under the final name
+
+
+def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
+                       dtype: torch.dtype | None = None) -> int:
+    """Rewrite a checkpoint (e.g. the official ``sam3.pt``) as ``.safetensors`` with the same keys,
+    floating tensors cast to ``dtype`` (None keeps them). Returns the number of tensors written.
+    Safetensors load without unpickling, and straight into a bfloat16 model without a float32
+    copy (see :func:`read_safetensors`)."""
+    from safetensors.torch import save_file
+
+    source, target = Path(source), Path(target)
+    if target.suffix != ".safetensors":
+        raise CheckpointError(f"the converted file must end in .safetensors, got {target}")
+    if target.exists() and target.resolve() == source.resolve():
+        raise CheckpointError(f"{target} is the checkpoint being converted; choose another output path")
+    state = read_checkpoint(source, (lambda _key: dtype) if dtype is not None else None)
+    state = {k: v.contiguous() for k, v in state.items() if not k.endswith(_RECOMPUTED_SUFFIXES)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, target)
+    return len(state)
 
 
 def download_official(repo_id: str = HUB_REPO, filename: str = HUB_FILENAME) -> Path:

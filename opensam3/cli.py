@@ -194,6 +194,17 @@ def _print_table(rows) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def _convert(args) -> int:
+    import torch
+
+    from .checkpoint import convert_checkpoint
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    count = convert_checkpoint(args.checkpoint, args.out, dtype)
+    print(f"wrote {count} tensors to {args.out}" + (f" ({args.dtype})" if args.dtype else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opensam3", description="SAM 3: segment anything with concepts")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     click.add_argument("--out", default="opensam3_out", help="output directory (default opensam3_out)")
     _add_model_args(click)
     click.set_defaults(func=_click)
+
+    convert = sub.add_parser("convert", help="rewrite a checkpoint (sam3.pt) as safetensors, optionally in bfloat16")
+    convert.add_argument("checkpoint", metavar="CHECKPOINT", help="sam3.pt, a state dict or a .safetensors file")
+    convert.add_argument("out", metavar="OUT.safetensors")
+    convert.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast floating tensors (default: keep them)")
+    convert.set_defaults(func=_convert)
 
     from .eval import cli as eval_cli
     from .predictor.track_cli import add_track_parser

@@ -1,0 +1,112 @@
+"""Reading safetensors tensor by tensor (cast on read), and `opensam3 convert`."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import opensam3
+from opensam3.checkpoint import read_checkpoint, read_safetensors
+from opensam3.cli import main as cli_main
+from opensam3.errors import CheckpointError
+
+
+def _mixed_file(path):
+    tensors = {
+        "detector.a": torch.randn(3, 5),
+        "detector.half": torch.randn(7).half(),
+        "tracker.b": torch.randn(2, 2, 2).bfloat16(),
+        "detector.index": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "detector.flag": torch.tensor([True, False]),
+        "detector.empty": torch.zeros(0, 4),
+    }
+    save_file(tensors, str(path), metadata={"note": "x"})
+    return tensors
+
+
+def test_read_safetensors_equals_the_library(tmp_path):
+    path = tmp_path / "mixed.safetensors"
+    _mixed_file(path)
+    ours, library = read_safetensors(path), load_file(str(path))
+    assert ours.keys() == library.keys()
+    for key, value in library.items():
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+
+
+def test_cast_on_read_touches_only_floating_tensors(tmp_path):
+    path = tmp_path / "mixed.safetensors"
+    tensors = _mixed_file(path)
+    state = read_checkpoint(path, lambda key: torch.float32 if key.startswith("tracker.") else torch.bfloat16)
+    assert state["detector.a"].dtype == torch.bfloat16
+    assert torch.equal(state["detector.a"], tensors["detector.a"].bfloat16())
+    assert state["detector.half"].dtype == torch.bfloat16
+    assert state["tracker.b"].dtype == torch.float32 and torch.equal(state["tracker.b"], tensors["tracker.b"].float())
+    assert state["detector.index"].dtype == torch.int64 and state["detector.flag"].dtype == torch.bool
+
+
+def test_truncated_and_malformed_files_are_named(tmp_path):
+    path = tmp_path / "mixed.safetensors"
+    _mixed_file(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match="cut.safetensors.*truncated"):
+        read_checkpoint(cut)
+    header = tmp_path / "header.safetensors"
+    header.write_bytes((20).to_bytes(8, "little") + b"{not json at all!!!}" + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="header is not JSON"):
+        read_checkpoint(header)
+    odd = tmp_path / "odd.safetensors"
+    text = json.dumps({"w": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    odd.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 4)
+    with pytest.raises(CheckpointError, match="'w' has an unsupported or malformed entry"):
+        read_checkpoint(odd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc")
+def test_bfloat16_read_never_holds_the_float32_file(tmp_path):
+    """Peak memory of a bfloat16 read of a 256 MB float32 file: the 128 MB result plus one 32 MB
+    tensor in flight, not the whole float32 file (a memory-mapped read peaks at 384 MB)."""
+    path = tmp_path / "big.safetensors"
+    save_file({f"detector.w{i}": torch.full((1024, 8192), float(i)) for i in range(8)}, str(path))
+    script = textwrap.dedent(f"""
+        import torch
+        from opensam3.checkpoint import read_checkpoint
+
+        def peak_kb():
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+
+        with open("/proc/self/clear_refs", "w") as handle:  # the peak restarts from the current size
+            handle.write("5")
+        before = peak_kb()
+        state = read_checkpoint({str(path)!r}, lambda key: torch.bfloat16)
+        assert all(v.dtype == torch.bfloat16 for v in state.values())
+        print((peak_kb() - before) / 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    growth_mb = float(done.stdout.strip().splitlines()[-1])
+    assert 120 <= growth_mb < 200, growth_mb
+
+
+def test_convert_to_bfloat16_safetensors_loads_the_same_model(tiny_state, tmp_path, capsys):
+    source = tmp_path / "sam3.pt"
+    torch.save({"model": {"detector." + k: v for k, v in tiny_state.items()}}, source)
+    target = tmp_path / "sam3_bf16.safetensors"
+    assert cli_main(["convert", str(source), str(target), "--dtype", "bfloat16"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert all(v.dtype == torch.bfloat16 for v in load_file(str(target)).values() if v.is_floating_point())
+    converted = opensam3.load(target, config="tiny", dtype=torch.bfloat16).model.state_dict()
+    direct = opensam3.load(source, config="tiny", dtype=torch.bfloat16).model.state_dict()
+    assert converted.keys() == direct.keys()
+    assert all(torch.equal(converted[k], direct[k]) for k in direct)
+
+
+def test_convert_refuses_bad_targets(tiny_checkpoint, tmp_path, capsys):
+    assert cli_main(["convert", str(tiny_checkpoint), str(tmp_path / "out.pt")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
+    assert cli_main(["convert", str(tiny_checkpoint), str(tiny_checkpoint)]) == 2
+    assert "is the checkpoint being converted" in capsys.readouterr().err
