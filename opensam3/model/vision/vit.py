@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from opensam3.config import VisionConfig
+from opensam3.ops.linear import linear
 from opensam3.model.vision.rope import AxialRope, apply_rope
 
 # (L, head_dim // 2) complex64 rotations, see AxialRope
@@ -80,24 +81,23 @@ class RopeAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
         batch, length, dim = x.shape
         # (N, L, 3, heads, hd) -> 3 x (N, heads, L, hd) as strided views; no copy yet
-        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = linear(x, self.qkv).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q = apply_rope(q, rope)
         k = apply_rope(k, rope)
         out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+        return linear(out.transpose(1, 2).reshape(batch, length, dim), self.proj)
 
 
 class FeedForward(nn.Module):
-    """fc1 -> exact GELU -> fc2 (the timm ``Mlp`` layout)."""
+    """fc1 -> exact GELU -> fc2 (the timm ``Mlp`` layout; the GELU runs inside ``ops.linear``)."""
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return linear(linear(x, self.fc1, gelu=True), self.fc2)
 
 
 class VitBlock(nn.Module):
