@@ -117,3 +117,15 @@ def test_bfloat16_runs_and_stays_close(tiny_checkpoint, sample_image):
     b = fast.segment(sample_image, text="a red dog")
     assert b.masks.shape == a.masks.shape and b.scores.dtype == torch.float32
     assert abs(a.presence - b.presence) < 0.05
+
+
+def test_read_only_image_arrays_give_no_warning(tiny_sam, sample_image):
+    """np.asarray(PIL image) is read-only; segmenting it must not make torch warn about that."""
+    import warnings
+
+    frozen = sample_image.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = tiny_sam.segment(tiny_sam.set_image(frozen), text="a cat")
+    assert result.masks.shape[-2:] == frozen.shape[:2]

@@ -78,6 +78,8 @@ def preprocess(images: list[np.ndarray], size: int, mean: float, std: float,
     """
     batch = []
     for array in images:
+        if not array.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only arrays
+            array = array.copy()
         chw = torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
         resized = torch.nn.functional.interpolate(chw, size=(size, size), mode="bilinear",
                                                   align_corners=False, antialias=True)
