@@ -120,3 +120,26 @@ def test_predict_dataset_with_a_real_model(tmp_path, tiny_sam):
         assert p["segmentation"]["size"] == [40, 50] and 0.0 <= p["score"] <= 1.0
     # tiny_sam keeps every query (threshold 0): one prediction per query per phrase
     assert per_pair == {7: 20, 8: 20}
+
+
+def test_predict_dataset_loads_the_checkpoint_in_the_dtype_asked(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """--checkpoint / --dtype load the model like `opensam3 segment` (bfloat16 predictions)."""
+    import opensam3.cli as cli
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    gt = {"images": [{"id": 7, "file_name": "b.png", "text_input": "a dog", "height": 40, "width": 50}],
+          "annotations": [], "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    loaded, real = [], cli._load_model
+
+    def spy(args):
+        model = real(args)
+        loaded.append(next(model.model.parameters()).dtype)
+        return model
+
+    monkeypatch.setattr(cli, "_load_model", spy)
+    args = parse(["predict-dataset", "--gt", str(tmp_path / "gt.json"), "--images", str(tmp_path),
+                  "--out", str(tmp_path / "pred.json"), "--checkpoint", str(tiny_checkpoint), "--dtype", "bfloat16"])
+    assert run_predict_dataset(args) == 0
+    assert loaded == [torch.bfloat16]
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "pred.json").is_file()

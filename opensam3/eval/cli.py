@@ -60,8 +60,10 @@ def add_predict_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--gt", required=True, metavar="GT.json", help="SA-Co image ground truth (pairs to run)")
     parser.add_argument("--images", required=True, metavar="DIR", help="folder holding the images' file_name paths")
     parser.add_argument("--out", required=True, metavar="PRED.json", help="where to write the predictions")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint path, or facebook/sam3 to download (default: $OPENSAM3_CHECKPOINT)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (smoke tests)")
+    from opensam3.cli import _add_model_args  # --checkpoint, --config, --device, --dtype like `segment`
+
+    _add_model_args(parser)
     parser.set_defaults(func=run_predict_dataset)
     return parser
 
@@ -72,9 +74,9 @@ def run_predict_dataset(args: argparse.Namespace, model: Any = None) -> int:
 
     try:
         if model is None:
-            import opensam3
+            from opensam3.cli import _load_model
 
-            model = opensam3.load(args.checkpoint)
+            model = _load_model(args)
         predictions = predict_dataset(model, args.gt, args.images, args.out, limit=args.limit)
     except EvalInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
