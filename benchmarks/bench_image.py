@@ -1,6 +1,7 @@
 """Image benchmark: opensam3 next to the official code, same seeded full-size weights, same image.
 
     .venv/bin/python benchmarks/bench_image.py [--dtypes float32,bfloat16] [--reference-dir ../shared/reference]
+        [--embedded RUN/model.safetensors --embedded-data DATA/val]
 
 Each system runs in its own process (so peak RSS is its own): encode the image (set_image) and
 answer text prompts (a new phrase each time, as a user would). Prints seconds, peak RSS and
@@ -113,6 +114,50 @@ def _table(rows: list[dict]) -> None:
     print("(x = time relative to the first row; median over repeats / prompts)")
 
 
+def top_mask_agreement(first: list[dict], second: list[dict]) -> tuple[float, float, int]:
+    """Mean IoU of the two runs' highest-scored masks and mean |score difference|, over the pairs
+    where both kept a prediction (and how many those are)."""
+    import numpy as np
+
+    from opensam3.data import rle
+
+    def best(predictions):
+        top = {}
+        for p in predictions:
+            if p["image_id"] not in top or p["score"] > top[p["image_id"]]["score"]:
+                top[p["image_id"]] = p
+        return top
+
+    a, b = best(first), best(second)
+    ious, gaps = [], []
+    for pair in a.keys() & b.keys():
+        ma, mb = (rle.decode(x[pair]["segmentation"]).astype(bool) for x in (a, b))
+        union = (ma | mb).sum()
+        ious.append((ma & mb).sum() / union if union else 1.0)
+        gaps.append(abs(a[pair]["score"] - b[pair]["score"]))
+    return float(np.mean(ious)), float(np.mean(gaps)), len(ious)
+
+
+def embedded_accuracy(checkpoint: str, gt: str, images: str) -> None:
+    """cgF1 of a trained (embedded-config) model in float32 and bfloat16 on held-out pairs, and
+    how far the bfloat16 top masks are from the float32 ones."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    import opensam3
+    from opensam3.eval import evaluate_image_cgf1
+    from opensam3.eval.predict import predict_dataset
+
+    runs = {}
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        runs[name] = predict_dataset(opensam3.load(checkpoint, dtype=dtype), gt, images)
+        result = evaluate_image_cgf1([gt], runs[name], iou_type="segm")
+        print(f"held-out {name:<9} cgF1 {100 * result['cgF1_eval_segm_cgF1']:6.2f}  IL_MCC "
+              f"{result['cgF1_eval_segm_IL_MCC']:.3f}  pmF1 {result['cgF1_eval_segm_positive_micro_F1']:.3f}")
+    iou, gap, pairs = top_mask_agreement(runs["float32"], runs["bfloat16"])
+    print(f"bfloat16 vs float32 top masks: mean IoU {iou:.4f}, mean |score difference| {gap:.4f} ({pairs} pairs)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference-dir", default=str(ROOT.parent / "shared" / "reference"))
@@ -121,12 +166,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="set_image repeats (median; with 3 or more the first, cold call drops out)")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--embedded", metavar="CHECKPOINT",
+                        help="also: a trained embedded-config model's held-out cgF1 in float32 vs bfloat16")
+    parser.add_argument("--embedded-data", metavar="DIR",
+                        help="its held-out split: DIR/synth_images.json and DIR/images (opensam3 synth output)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
+    if args.embedded and not args.embedded_data:
+        parser.error("--embedded needs --embedded-data DIR (the held-out split)")
 
     checkpoint = seeded_checkpoint(Path(args.cache_dir))
     ours = seeded_safetensors(checkpoint)
@@ -143,6 +194,9 @@ def main() -> int:
     else:
         print("(reference not found: pass --reference-dir; measuring opensam3 only)", file=sys.stderr)
     _table(rows)
+    if args.embedded:
+        data = Path(args.embedded_data)
+        embedded_accuracy(args.embedded, str(data / "synth_images.json"), str(data / "images"))
     print(json.dumps(rows))
     return 0
 
