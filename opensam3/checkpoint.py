@@ -78,6 +78,9 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
             if not isinstance(header, dict):
                 raise CheckpointError(f"{problem} (its header is not a JSON object)")
             header.pop("__metadata__", None)
+            malformed = [name for name, entry in header.items() if not isinstance(entry, dict)]
+            if malformed:
+                raise CheckpointError(f"{problem} (tensor {malformed[0]!r} has a malformed header entry)")
             data_start = 8 + header_len
             state: dict[str, torch.Tensor] = {}
             # in file order, so the reads are sequential
@@ -228,9 +231,15 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
         raise CheckpointError(f"{target} is the checkpoint being converted; choose another output path")
     state = read_checkpoint(source, (lambda _key: dtype) if dtype is not None else None)
     state = {k: v.contiguous() for k, v in state.items() if not k.endswith(_RECOMPUTED_SUFFIXES)}
+    metadata = None
+    if source.suffix == ".safetensors":  # keep what opensam3 wrote there (the model config)
+        from safetensors import safe_open
+
+        with safe_open(str(source), framework="pt") as handle:
+            metadata = handle.metadata()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata=metadata)
     os.replace(tmp, target)
     return len(state)
 

@@ -65,6 +65,10 @@ def test_truncated_and_malformed_files_are_named(tmp_path):
     odd.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 4)
     with pytest.raises(CheckpointError, match="'w' has an unsupported or malformed entry"):
         read_checkpoint(odd)
+    text = json.dumps({"w": [1, 2]}).encode()
+    odd.write_bytes(len(text).to_bytes(8, "little") + text)
+    with pytest.raises(CheckpointError, match="'w' has a malformed header entry"):
+        read_checkpoint(odd)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc")
@@ -103,6 +107,16 @@ def test_convert_to_bfloat16_safetensors_loads_the_same_model(tiny_state, tmp_pa
     direct = opensam3.load(source, config="tiny", dtype=torch.bfloat16).model.state_dict()
     assert converted.keys() == direct.keys()
     assert all(torch.equal(converted[k], direct[k]) for k in direct)
+
+
+def test_convert_keeps_the_config_metadata(tiny_checkpoint, tmp_path):
+    target = tmp_path / "tiny_bf16.safetensors"
+    assert cli_main(["convert", str(tiny_checkpoint), str(target), "--dtype", "bfloat16"]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_checkpoint), framework="pt") as source, safe_open(str(target), framework="pt") as copy:
+        assert copy.metadata() == source.metadata() and "opensam3_config" in copy.metadata()
+    assert opensam3.load(target, dtype=torch.bfloat16).model.config.name == "tiny"
 
 
 def test_convert_refuses_bad_targets(tiny_checkpoint, tmp_path, capsys):
