@@ -7,6 +7,10 @@ early run. This prints what moves first, on held-out pairs:
 - the best box IoU any query reaches per instance, and the top-scored query's IoU;
 - the semantic head's IoU with the phrase's pixels and with all objects' pixels: a head that
   matches "all objects" better than "the phrase" has not bound text to image yet;
+- per instance, by how many instances the phrase has (1, 2, 3+): the best mask IoU any query
+  reaches, and the mask IoU of the query whose box fits it best. Masks good on single-instance
+  phrases but poor on several instances, with good boxes, mean the masks are not yet
+  instance-specific (they bleed into the phrase's other instances);
 - the spread of the final query states within a pair (mean over channels of their standard
   deviation across queries) next to their spread across pairs: a decoder whose queries all say
   the same thing (within << across) has collapsed, and no query can score its own object.
@@ -29,7 +33,7 @@ from opensam3.data import rle
 from opensam3.ops.boxes import cxcywh_to_xyxy
 from opensam3.train.auxiliary import binary_auc
 from opensam3.train.data import SacoDataset
-from opensam3.train.losses import paired_giou
+from opensam3.train.losses import paired_giou, resize_masks
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -67,6 +71,13 @@ def probe(model_path: str, data: str, pairs: int) -> dict:
                 ious = torch.stack([paired_giou(boxes, cxcywh_to_xyxy(t[None]).expand_as(boxes))[0] for t in targets])
                 record["best_iou"] = float(ious.max(1).values.mean())
                 record["top_iou"] = float(ious[:, scores[row].argmax()].max())
+                predicted = out.masks[row] > 0  # (Q, m, m)
+                truth = resize_masks(batch.target_masks[row], predicted.shape[-2:]) > 0.5  # (T, m, m)
+                inter = (truth[:, None] & predicted[None]).flatten(2).sum(-1)
+                mask_ious = inter / (truth[:, None] | predicted[None]).flatten(2).sum(-1).clamp(min=1)
+                group = min(len(targets), 3)
+                record[f"mask_best_{group}"] = float(mask_ious.max(1).values.mean())
+                record[f"mask_of_best_box_{group}"] = float(mask_ious.gather(1, ious.argmax(1, keepdim=True)).mean())
                 union = batch.target_masks[row].amax(0) > 0.5
                 record["semantic_phrase"] = iou(semantic, union)
             scene = scenes.get(pair["file_name"])
@@ -85,7 +96,8 @@ def probe(model_path: str, data: str, pairs: int) -> dict:
     for words in sorted({r["words"] for r in rows}):
         keep = np.array([r["words"] == words for r in rows])
         report[f"presence_auc_{words}_words"] = auc(labels[keep], presence[keep])
-    for key in ("best_iou", "top_iou", "semantic_phrase", "semantic_all"):
+    masks = [f"mask_{kind}_{group}" for kind in ("best", "of_best_box") for group in (1, 2, 3)]
+    for key in ("best_iou", "top_iou", "semantic_phrase", "semantic_all", *masks):
         values = [r[key] for r in rows if key in r]
         report[key] = float(np.mean(values)) if values else float("nan")
     report["query_spread_within_pair"] = float(torch.cat([w for w, _ in spreads]).mean())
