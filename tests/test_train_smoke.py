@@ -222,6 +222,23 @@ def test_cli_parser_wires_run_train(tmp_path):
     assert args.dac is None and args.official_init is False  # None: the recipe's (off) DAC setting
 
 
+def test_loss_weights_merge_recipe_then_command_line(tmp_path):
+    from opensam3.train.cli import parse_loss_weights
+    from opensam3.train.losses import LossWeights
+    from opensam3.train.trainer import settings_for
+
+    default = LossWeights()
+    recipe = settings_for("embedded").loss_weights
+    assert (recipe.mask, recipe.dice) == (3 * default.mask, 3 * default.dice) and recipe.ce == default.ce
+    given = settings_for("embedded", loss_weights=parse_loss_weights(["dice=5", "giou=1.5"])).loss_weights
+    assert (given.mask, given.dice, given.giou, given.ce) == (recipe.mask, 5.0, 1.5, default.ce)
+    assert settings_for("tiny", loss_weights=parse_loss_weights(None)).loss_weights == default
+    for bad, message in (("mask", "NAME=VALUE"), ("colour=2", "NAME one of"), ("mask=lots", "not a number"),
+                         ("mask=-1", ">= 0")):
+        with pytest.raises(InvalidInputError, match=message):
+            parse_loss_weights([bad])
+
+
 def test_dac_query_copy_leaves_the_one_to_one_queries_unchanged_and_is_trained(data, tmp_path):
     """SAM 3's one-to-many (DAC) query copy (TrainSettings.dac): it must not change the
     one-to-one queries (inference uses only them) and must get its own one-to-many losses."""

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from opensam3.config import CONFIGS
+from opensam3.train.losses import LOSS_NAMES as _LOSS_NAMES
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -66,12 +67,35 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                              "model best (cgF1 on a calibration split; on in the embedded recipe)")
     parser.add_argument("--calibration", help="SA-Co JSON for --calibrate (default: the data folder's calib split; "
                         "for --config embedded one is rendered)")
+    parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE",
+                        help="override one loss weight (repeatable): " + ", ".join(_LOSS_NAMES)
+                             + "; e.g. --loss-weight mask=600 --loss-weight dice=30 (the embedded recipe's)")
     parser.add_argument("--official-init", action="store_true",
                         help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
                              "std-0.02 ViT) instead of PyTorch's defaults")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.jsonl)")
     parser.set_defaults(func=run_train)
     return parser
+
+
+def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
+    """``["mask=600", "dice=30"]`` -> ``{"mask": 600.0, "dice": 30.0}``; unknown names are an error."""
+    from opensam3.errors import InvalidInputError
+
+    weights = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in _LOSS_NAMES:
+            raise InvalidInputError(f"--loss-weight {item!r}: expected NAME=VALUE with NAME one of "
+                                    f"{', '.join(_LOSS_NAMES)}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--loss-weight {item!r}: {value!r} is not a number") from None
+        if weights[name] < 0:
+            raise InvalidInputError(f"--loss-weight {item!r}: weights must be >= 0")
+    return weights
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -97,7 +121,8 @@ def run_train(args: argparse.Namespace) -> int:
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus,
-        calibrate=args.calibrate, calibration=args.calibration, progress=False if args.no_progress else None)
+        calibrate=args.calibrate, calibration=args.calibration, progress=False if args.no_progress else None,
+        loss_weights=parse_loss_weights(args.loss_weight))
     if settings.data is None and args.config == "embedded":
         from pathlib import Path
 

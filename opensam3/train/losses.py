@@ -19,7 +19,7 @@ Default weights follow SAM 3's training setup; the semantic weights are our choi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,9 @@ class LossWeights:
     dice: float = 10.0
     semantic: float = 10.0
     semantic_dice: float = 10.0
+
+
+LOSS_NAMES: tuple[str, ...] = tuple(f.name for f in fields(LossWeights))
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
