@@ -234,7 +234,7 @@ def test_loss_weights_merge_recipe_then_command_line(tmp_path):
     assert (given.mask, given.dice, given.giou, given.ce) == (recipe.mask, 5.0, 1.5, default.ce)
     assert settings_for("tiny", loss_weights=parse_loss_weights(None)).loss_weights == default
     for bad, message in (("mask", "NAME=VALUE"), ("colour=2", "NAME one of"), ("mask=lots", "not a number"),
-                         ("mask=-1", ">= 0")):
+                         ("mask=-1", ">= 0"), ("dice=nan", "finite"), ("dice=inf", "finite")):
         with pytest.raises(InvalidInputError, match=message):
             parse_loss_weights([bad])
 

@@ -93,8 +93,8 @@ def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
             weights[name] = float(value)
         except ValueError:
             raise InvalidInputError(f"--loss-weight {item!r}: {value!r} is not a number") from None
-        if weights[name] < 0:
-            raise InvalidInputError(f"--loss-weight {item!r}: weights must be >= 0")
+        if not weights[name] >= 0 or weights[name] == float("inf"):
+            raise InvalidInputError(f"--loss-weight {item!r}: weights must be finite and >= 0")
     return weights
 
 

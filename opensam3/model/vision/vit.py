@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from opensam3.config import VisionConfig
-from opensam3.ops.linear import linear
 from opensam3.model.vision.rope import AxialRope, apply_rope
+from opensam3.ops.linear import linear
 
 # (L, head_dim // 2) complex64 rotations, see AxialRope
 RopeTable = torch.Tensor
