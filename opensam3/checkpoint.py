@@ -83,8 +83,11 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
                 raise CheckpointError(f"{problem} (tensor {malformed[0]!r} has a malformed header entry)")
             data_start = 8 + header_len
             state: dict[str, torch.Tensor] = {}
-            # in file order, so the reads are sequential
-            for name, entry in sorted(header.items(), key=lambda item: item[1].get("data_offsets", [0])[0]):
+            def file_order(item) -> int:  # sequential reads; malformed entries are reported below
+                offsets = item[1].get("data_offsets")
+                return offsets[0] if isinstance(offsets, list) and offsets and isinstance(offsets[0], int) else 0
+
+            for name, entry in sorted(header.items(), key=file_order):
                 try:
                     dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
                     shape = [int(n) for n in entry["shape"]]

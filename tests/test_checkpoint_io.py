@@ -65,6 +65,10 @@ def test_truncated_and_malformed_files_are_named(tmp_path):
     odd.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 4)
     with pytest.raises(CheckpointError, match="'w' has an unsupported or malformed entry"):
         read_checkpoint(odd)
+    text = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": 5}}).encode()
+    odd.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 4)
+    with pytest.raises(CheckpointError, match="'w' has an unsupported or malformed entry"):
+        read_checkpoint(odd)
     text = json.dumps({"w": [1, 2]}).encode()
     odd.write_bytes(len(text).to_bytes(8, "little") + text)
     with pytest.raises(CheckpointError, match="'w' has a malformed header entry"):
