@@ -229,7 +229,7 @@ def test_loss_weights_merge_recipe_then_command_line(tmp_path):
 
     default = LossWeights()
     recipe = settings_for("embedded").loss_weights
-    assert (recipe.mask, recipe.dice) == (3 * default.mask, 3 * default.dice) and recipe.ce == default.ce
+    assert (recipe.mask, recipe.dice) == (6 * default.mask, 6 * default.dice) and recipe.ce == default.ce
     given = settings_for("embedded", loss_weights=parse_loss_weights(["dice=5", "giou=1.5"])).loss_weights
     assert (given.mask, given.dice, given.giou, given.ce) == (recipe.mask, 5.0, 1.5, default.ce)
     assert settings_for("tiny", loss_weights=parse_loss_weights(None)).loss_weights == default

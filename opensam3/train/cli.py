@@ -69,7 +69,7 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         "for --config embedded one is rendered)")
     parser.add_argument("--loss-weight", action="append", metavar="NAME=VALUE",
                         help="override one loss weight (repeatable): " + ", ".join(_LOSS_NAMES)
-                             + "; e.g. --loss-weight mask=600 --loss-weight dice=30 (the embedded recipe's)")
+                             + "; e.g. --loss-weight mask=1200 --loss-weight dice=60 (the embedded recipe's)")
     parser.add_argument("--official-init", action="store_true",
                         help="from scratch: the official initialisation (Xavier transformer, zero last box layer, "
                              "std-0.02 ViT) instead of PyTorch's defaults")

@@ -93,13 +93,13 @@ RECIPES: dict[str, dict] = {
     # (1.5 min), the evaluations and the calibration (~2 min) the parts add up to about 117 min
     # (not yet timed as one command), and the time limit stops training early rather than
     # overrun 2 hours on a slower machine
-    # Mask losses at 3x the default weights: from the same step-8400 state and schedule, 1600 steps
-    # raised the best query's mask IoU on instances of two- and three-plus-instance phrases from
-    # 0.58 / 0.42 to 0.68 / 0.52 and held-out pmF1 from 0.159 to 0.183 (2026-11-30)
+    # Mask losses at 6x the default weights: from the same step-8400 state and schedule, 1600 steps
+    # with 1x / 3x / 6x gave the best query's mask IoU on instances of two- and three-plus-instance
+    # phrases 0.58 / 0.42, 0.68 / 0.52, 0.72 / 0.55 and held-out pmF1 0.159, 0.183, 0.217 (2026-11-30)
     "embedded": dict(steps=8400, pretrain_steps=2400, lr=7e-4, weight_decay=0.05, warmup=200, clip=1.0,
                      time_limit=6700.0, eval_every=1000, save_dtype="float16", pairs_per_image=4, attribute_weight=2.0,
                      alignment_weight=5.0, denoise=True, box_focus=20.0, calibrate=True,
-                     loss_weights=dict(mask=600.0, dice=30.0)),
+                     loss_weights=dict(mask=1200.0, dice=60.0)),
 }
 
 
