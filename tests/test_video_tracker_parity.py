@@ -75,17 +75,11 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
-@pytest.fixture(scope="module")
-def replay(fixture):
-    """Run the generator's scenario; collect our outputs keyed like the fixture."""
-    tensors, meta = fixture
-    config = json.loads(meta["config"])
-    steps = json.loads(meta["steps"])
-    height, width = config["height"], config["width"]
-    frames = make_frames(config["num_frames"], height, width)
-    assert str(int(frames.astype(np.int64).sum())) == meta["frames_sum"]
-    tracker = build_tiny_tracker(meta)
-    state = tracker.init_state(frames)
+def replay_steps(tracker: VideoTracker, state, steps: list[dict], tensors: dict, height: int, width: int
+                 ) -> tuple[dict, dict]:
+    """Run the generator's scenario on ``state``: our outputs keyed like the fixture, and per step
+    what it reported (object ids, frames), to compare with :func:`expected_report`. Also used by
+    tools/device_check.py on other devices."""
     ours, seen = {}, {}
     for step in steps:
         name, kind = step["name"], step["kind"]
@@ -98,14 +92,14 @@ def replay(fixture):
             else:
                 mask = unpack(tensors[f"{name}.mask_input"], height, width)[0]
                 out = tracker.add_new_mask(state, step["frame"], step["obj_id"], mask)
-            seen[name] = out.obj_ids
+            seen[name] = [int(i) for i in out.obj_ids]
             temp = state.temp[state.obj_index(step["obj_id"])][COND][step["frame"]]
             if temp.pred_masks is not None:
                 ours[f"{name}.low_res"] = temp.pred_masks
             ours[f"{name}.video_masks"] = out.masks
         elif kind == "propagate":
             results = list(tracker.propagate_in_video(state, step["start"], step["max_frames"], step["reverse"]))
-            seen[name] = [{"frame": r.frame_idx, "obj_ids": r.obj_ids} for r in results]
+            seen[name] = [{"frame": int(r.frame_idx), "obj_ids": [int(i) for i in r.obj_ids]} for r in results]
             for r in results:
                 ours[f"{name}.{r.frame_idx}.low_res"] = r.low_res_logits[:, None]
                 ours[f"{name}.{r.frame_idx}.scores"] = r.object_score_logits[:, None]
@@ -118,21 +112,39 @@ def replay(fixture):
                     ours[f"{name}.{r.frame_idx}.video_masks_nonoverlap"] = masks[:, 0] > 0
         elif kind == "remove":
             obj_ids, updated = tracker.remove_object(state, step["obj_id"])
-            seen[name] = {"obj_ids": obj_ids, "updated_frames": [r.frame_idx for r in updated]}
+            seen[name] = {"obj_ids": [int(i) for i in obj_ids], "updated_frames": [r.frame_idx for r in updated]}
             for r in updated:
                 ours[f"remove.{r.frame_idx}.video_masks"] = r.masks
+    return ours, seen
+
+
+def expected_report(step: dict):
+    """What the official run reported for ``step``, in the form :func:`replay_steps` records."""
+    if step["kind"] == "propagate":
+        return step["frames"]
+    if step["kind"] == "remove":
+        return {"obj_ids": step["obj_ids"], "updated_frames": step["updated_frames"]}
+    return step["obj_ids"]
+
+
+@pytest.fixture(scope="module")
+def replay(fixture):
+    """Run the generator's scenario; collect our outputs keyed like the fixture."""
+    tensors, meta = fixture
+    config = json.loads(meta["config"])
+    steps = json.loads(meta["steps"])
+    height, width = config["height"], config["width"]
+    frames = make_frames(config["num_frames"], height, width)
+    assert str(int(frames.astype(np.int64).sum())) == meta["frames_sum"]
+    tracker = build_tiny_tracker(meta)
+    ours, seen = replay_steps(tracker, tracker.init_state(frames), steps, tensors, height, width)
     return ours, seen, steps
 
 
 def test_object_ids_and_frames(replay):
     _, seen, steps = replay
     for step in steps:
-        if step["kind"] == "propagate":
-            assert seen[step["name"]] == step["frames"], step["name"]
-        elif step["kind"] == "remove":
-            assert seen["remove"] == {"obj_ids": step["obj_ids"], "updated_frames": step["updated_frames"]}
-        else:
-            assert seen[step["name"]] == step["obj_ids"], step["name"]
+        assert seen[step["name"]] == expected_report(step), step["name"]
 
 
 def test_logits_match(fixture, replay):

@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the video fixtures' clip and mask unp
 import opensam3  # noqa: E402
 from opensam3 import TINY, Sam3, Sam3Processor, build_model  # noqa: E402
 from opensam3.seeded import apply_weight_overrides, seed_module, seeded_state_dict, seeded_value  # noqa: E402
-from test_video_tracker_parity import make_frames, unpack  # noqa: E402  (arrays: no video decoder needed)
+from test_video_tracker_parity import (  # noqa: E402  (arrays: no video decoder needed)
+    expected_report, make_frames, replay_steps, unpack)
 
 Result = dict  # what a check records (JSON-serialisable); it fills it as it goes
 
@@ -281,7 +282,6 @@ def check_video_concept(dev: torch.device, tmp: Path, r: Result) -> None:
 
 def check_video_tracker(dev: torch.device, tmp: Path, r: Result) -> None:
     """tests/test_video_tracker_parity.py (points / box / mask prompts, propagation, removal)."""
-    from opensam3.predictor.video_state import COND
     from opensam3.predictor.video_tracker import VideoTracker
 
     tensors, meta = read_fixture(FIXTURES / "modules" / "video_tracker.safetensors")
@@ -289,43 +289,10 @@ def check_video_tracker(dev: torch.device, tmp: Path, r: Result) -> None:
     height, width = config["height"], config["width"]
     tracker = VideoTracker(*video_modules(meta, dev, False, config["use_memory_selection"]))
     state = tracker.init_state(make_frames(config["num_frames"], height, width))
-    ours, mismatched = {}, []
+    steps = json.loads(meta["steps"])
     with exact(dev):
-        for step in json.loads(meta["steps"]):
-            name, kind = step["name"], step["kind"]
-            if kind in ("points", "box", "mask"):
-                if kind == "points":
-                    out = tracker.add_new_points_or_box(state, step["frame"], step["obj_id"], points=step["points"],
-                                                        labels=step["labels"], clear_old_points=step["clear_old_points"])
-                elif kind == "box":
-                    out = tracker.add_new_points_or_box(state, step["frame"], step["obj_id"], box=step["box"])
-                else:
-                    mask = unpack(tensors[f"{name}.mask_input"], height, width)[0]
-                    out = tracker.add_new_mask(state, step["frame"], step["obj_id"], mask)
-                mismatched += [name] if [int(i) for i in out.obj_ids] != step["obj_ids"] else []
-                temp = state.temp[state.obj_index(step["obj_id"])][COND][step["frame"]]
-                if temp.pred_masks is not None:
-                    ours[f"{name}.low_res"] = temp.pred_masks
-                ours[f"{name}.video_masks"] = out.masks
-            elif kind == "propagate":
-                results = list(tracker.propagate_in_video(state, step["start"], step["max_frames"], step["reverse"]))
-                seen = [{"frame": int(x.frame_idx), "obj_ids": [int(i) for i in x.obj_ids]} for x in results]
-                mismatched += [name] if seen != step["frames"] else []
-                for x in results:
-                    key = f"{name}.{x.frame_idx}"
-                    ours.update({f"{key}.low_res": x.low_res_logits[:, None], f"{key}.scores": x.object_score_logits[:, None],
-                                 f"{key}.video_masks": x.masks})
-                    if f"{key}.video_masks_nonoverlap" in tensors:
-                        tracker.non_overlap_masks = True
-                        masks = tracker._video_res(state, x.low_res_logits[:, None].clone())
-                        tracker.non_overlap_masks = False
-                        ours[f"{key}.video_masks_nonoverlap"] = masks[:, 0] > 0
-            elif kind == "remove":
-                obj_ids, updated = tracker.remove_object(state, step["obj_id"])
-                if {"obj_ids": [int(i) for i in obj_ids], "updated_frames": [x.frame_idx for x in updated]} != \
-                        {"obj_ids": step["obj_ids"], "updated_frames": step["updated_frames"]}:
-                    mismatched.append(name)
-                ours.update({f"remove.{x.frame_idx}.video_masks": x.masks for x in updated})
+        ours, seen = replay_steps(tracker, state, steps, tensors, height, width)
+    mismatched = [step["name"] for step in steps if seen[step["name"]] != expected_report(step)]
     logits = compare({k: (ours[k], v) for k, v in tensors.items() if k.endswith((".low_res", ".scores"))})
     ious = {f"{k}[{i}]": iou(ours[k][i], m) for k, bits in tensors.items() if ".video_masks" in k
             for i, m in enumerate(unpack(bits, height, width))}
