@@ -111,8 +111,8 @@ class Sam3(ConceptPredictor):
     Both reuse the same encoded image (``set_image``)."""
 
     def __init__(self, model: Sam3ImageModel, tracker: TrackerHeads | None = None, confidence_threshold: float = 0.5,
-                 memory: TrackerMemory | None = None):
-        super().__init__(model, confidence_threshold=confidence_threshold)
+                 memory: TrackerMemory | None = None, nms_iou: float | None = None):
+        super().__init__(model, confidence_threshold=confidence_threshold, nms_iou=nms_iou)
         self.tracker = tracker
         self.memory = memory  # the tracker's video memory path (official sam3.pt carries it)
         self.interactive = InteractivePredictor(tracker) if tracker is not None else None
@@ -159,7 +159,8 @@ class Sam3(ConceptPredictor):
 
 def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str | None = None,
          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-         confidence_threshold: float = 0.5, tracker_dtype: torch.dtype | None = None) -> Sam3:
+         confidence_threshold: float = 0.5, tracker_dtype: torch.dtype | None = None,
+         nms_iou: float | None = None) -> Sam3:
     """Load SAM 3 for inference.
 
     checkpoint: path to the official ``sam3.pt``, a ``.safetensors`` file written by opensam3, a
@@ -170,6 +171,8 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
     device, dtype: where to run; float32 is exact, bfloat16 is the fast path on GPUs and CPUs with
         bf16 arithmetic (elsewhere it is emulated and slow: a warning says so).
     tracker_dtype: dtype of the tracker heads and memory (points/boxes, video); default ``dtype``.
+    nms_iou: duplicate suppression of concept detections (mask IoU); default the config's (off for
+        official weights), 1.0 = off.
     """
     warn_if_slow_bf16(device, dtype)
     path = resolve_checkpoint(checkpoint)
@@ -193,4 +196,4 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         if tracker_memory_state(state.tracker):
             memory = load_tracker_memory(state.tracker, TrackerMemoryConfig.from_model_config(config), device=device,
                                          dtype=tracker_dtype)
-    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory)
+    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory, nms_iou=nms_iou)

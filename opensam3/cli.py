@@ -52,7 +52,14 @@ def _load_model(args):
     from .api import load
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    return load(args.checkpoint, config=args.config, device=args.device, dtype=dtype)
+    return load(args.checkpoint, config=args.config, device=args.device, dtype=dtype,
+                nms_iou=getattr(args, "nms_iou", None))
+
+
+def _add_nms_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nms-iou", type=float, metavar="IOU",
+                        help="drop a detection whose mask overlaps a higher-scoring one above this IoU (default: "
+                             "the model's setting, off for the official weights; 1 = off)")
 
 
 def _segment(args) -> int:
@@ -220,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlay-per-prompt", action="store_true",
                      help="with several --text, also write one overlay per prompt (<image>_<k>_<prompt>.png)")
     _add_model_args(seg)
+    _add_nms_arg(seg)
     seg.set_defaults(func=_segment)
 
     click = sub.add_parser("click", help="segment one object from clicks and/or a box (interactive, SAM 1/2 task)")

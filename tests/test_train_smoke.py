@@ -280,3 +280,19 @@ def test_init_from_scratch_is_the_official_initialisation():
                                      torch.zeros(1, 0, dtype=torch.bool), all_layers=True)
     # every query's first box is its reference box (DETR box refinement starts from the anchors)
     torch.testing.assert_close(decoded.pred_boxes[0, 0], decoder.reference_points.weight.sigmoid())
+
+
+def test_resume_ignores_inference_settings_but_refuses_other_sizes(data, tmp_path):
+    from opensam3.config import architecture_differences
+
+    first = trainer(tmp_path, data, steps=2)
+    first.run()
+    # a new default NMS threshold does not touch the weights: the state still resumes
+    torch.manual_seed(0)
+    again = Trainer(settings(tmp_path, data, steps=3), model=build_model(MICRO.replace(nms_iou=0.4)))
+    assert again.step == 2
+    wider = MICRO.replace(detector=DetectorConfig(**{**MICRO.detector.__dict__, "num_queries": 12}))
+    assert architecture_differences(MICRO, wider) == ["detector.num_queries"]
+    assert architecture_differences(MICRO, MICRO.replace(nms_iou=0.4, name="other")) == []
+    with pytest.raises(InvalidInputError, match="detector.num_queries"):
+        Trainer(settings(tmp_path, data, steps=3), model=build_model(wider))

@@ -36,10 +36,10 @@ from opensam3.predictor.video_concept_rules import (
     TrackMetadata,
     associate,
     frame_outputs,
-    nms_keep,
     process_hotstart,
     suppress_by_recent_occlusion,
 )
+from opensam3.ops.masks import nms_keep
 from opensam3.predictor.video_session import Sam3VideoPredictor
 from opensam3.predictor.video_tracker import VideoTracker
 from opensam3.seeded import apply_weight_overrides, seed_module

@@ -61,9 +61,10 @@ def add_predict_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True, metavar="DIR", help="folder holding the images' file_name paths")
     parser.add_argument("--out", required=True, metavar="PRED.json", help="where to write the predictions")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (smoke tests)")
-    from opensam3.cli import _add_model_args  # --checkpoint, --config, --device, --dtype like `segment`
+    from opensam3.cli import _add_model_args, _add_nms_arg  # --checkpoint, --config, --device, --dtype like `segment`
 
     _add_model_args(parser)
+    _add_nms_arg(parser)
     parser.set_defaults(func=run_predict_dataset)
     return parser
 

@@ -21,6 +21,7 @@ from ..data.image_io import ImageLike, preprocess, to_rgb_array
 from ..errors import InvalidInputError
 from ..model.sam3 import GroundingOutput, ImageFeatures, Sam3ImageModel
 from ..ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from ..ops.masks import nms_keep
 from .results import Segmentation
 
 # Phrase the official processor feeds the text slot when only boxes are given.
@@ -94,11 +95,19 @@ def _box_labels(labels, count: int) -> torch.Tensor:
 
 
 class ConceptPredictor:
-    """Runs a :class:`Sam3ImageModel` on user images and prompts; owns device and dtype."""
+    """Runs a :class:`Sam3ImageModel` on user images and prompts; owns device and dtype.
 
-    def __init__(self, model: Sam3ImageModel, confidence_threshold: float = 0.5):
+    ``nms_iou``: drop a detection whose mask overlaps a higher-scoring one of the same prompt by
+    more than this IoU. None takes the model config's ``nms_iou`` (off for the official configs,
+    as in the official image processor); 1.0 turns it off.
+    """
+
+    def __init__(self, model: Sam3ImageModel, confidence_threshold: float = 0.5, nms_iou: float | None = None):
         self.model = model.eval()
         self.confidence_threshold = confidence_threshold
+        if nms_iou is not None and not 0.0 <= nms_iou <= 1.0:
+            raise InvalidInputError(f"nms_iou must be an IoU in [0, 1] (1 turns suppression off); got {nms_iou}")
+        self.nms_iou = model.config.nms_iou if nms_iou is None else nms_iou
 
     @property
     def device(self) -> torch.device:
@@ -187,11 +196,16 @@ class ConceptPredictor:
 
     def postprocess(self, outputs: GroundingOutput, index: int, state: ImageState, threshold: float | None,
                     prompt: str | None = None) -> Segmentation:
-        """Keep queries scoring above the threshold; masks and boxes at the original size."""
+        """Keep queries scoring above the threshold (minus mask-NMS duplicates when ``nms_iou`` is
+        set); masks and boxes at the original size."""
         threshold = self.confidence_threshold if threshold is None else threshold
         height, width = state.size
         scores = outputs.scores()[index].float()
-        keep = torch.nonzero(scores > threshold).flatten()
+        if self.nms_iou is not None and self.nms_iou < 1.0:
+            selected = nms_keep(scores, outputs.masks[index].float(), threshold, self.nms_iou)
+        else:
+            selected = scores > threshold
+        keep = torch.nonzero(selected).flatten()
         keep = keep[scores[keep].argsort(descending=True)]
         boxes = cxcywh_to_xyxy(outputs.boxes[index, keep].float())
         boxes = boxes * torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)

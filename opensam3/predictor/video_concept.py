@@ -27,6 +27,7 @@ from ..errors import InvalidInputError
 from ..model.sam3 import ImageFeatures
 from ..model.tracker.multiplex import encode_in_buckets
 from ..model.tracker.tracking import FrameFeatures
+from ..ops.masks import nms_keep
 from .image import VISUAL_ONLY_PHRASE
 from .video_concept_rules import (
     ConceptVideoConfig,
@@ -34,7 +35,6 @@ from .video_concept_rules import (
     associate,
     frame_outputs,
     joint_logits,
-    nms_keep,
     process_hotstart,
     suppress_by_recent_occlusion,
     suppress_shrunk,

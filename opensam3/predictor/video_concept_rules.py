@@ -1,5 +1,5 @@
 """The rules of concept video tracking (SAM 3 "PCS" on video), as pure functions and one metadata
-record: detection filtering (score threshold + mask NMS), detection-to-masklet association,
+record: detection-to-masklet association (after the score + mask-NMS filter of ops/masks.py),
 hot-start removal of unmatched or duplicate masklets, suppression of overlapping masklets by
 recent occlusion, and the per-frame output format.
 
@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..ops.masks import mask_iou
 
 NEVER_OCCLUDED = -1
 ALWAYS_OCCLUDED = 100000  # later than any frame: a masklet removed by hot-start
@@ -67,15 +69,6 @@ class TrackMetadata:
     suppressed: defaultdict = field(default_factory=lambda: defaultdict(set))  # frame -> obj ids
 
 
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool x (M, H, W) bool -> (N, M) IoU (0 for two empty masks)."""
-    a = a.flatten(1)
-    b = b.flatten(1)
-    inter = (a[:, None] & b[None]).sum(-1).float()
-    union = (a[:, None] | b[None]).sum(-1).float()
-    return inter / union.clamp(min=1)
-
-
 def joint_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> torch.Tensor:
     """(B, Q) query logits and (B,) presence logits -> the video detector's score logits: the
     joint score goes through a logit round trip with eps 1e-3 and a clamp to [-10, 10] (official
@@ -83,26 +76,6 @@ def joint_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> torch.T
     joint = (logits.float().sigmoid() * presence_logits.float().sigmoid()[:, None]).clamp(0, 1)
     logit = torch.log(joint.clamp(min=1e-3) / (1 - joint).clamp(min=1e-3)).clamp(-10.0, 10.0)
     return logit
-
-
-def nms_keep(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, iou_threshold: float) -> torch.Tensor:
-    """(Q,) probabilities, (Q, H, W) mask logits -> (Q,) bool: above the threshold and not
-    suppressed by a higher-scoring detection whose mask overlaps more than ``iou_threshold``."""
-    valid = probs > prob_threshold
-    index = torch.nonzero(valid).flatten()
-    if index.numel() == 0:
-        return valid
-    binary = masks[index] > 0
-    ious = mask_iou(binary, binary).numpy()
-    order = probs[index].float().numpy().argsort()[::-1]
-    kept = []
-    while order.size > 0:
-        i = order.item(0)
-        kept.append(i)
-        order = order[1:][ious[i, order[1:]] <= iou_threshold]
-    keep = torch.zeros_like(valid)
-    keep[index[kept]] = True
-    return keep
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 
 from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
 from opensam3.checkpoint import save_checkpoint
-from opensam3.config import config_to_dict, get_config
+from opensam3.config import architecture_differences, config_from_dict, config_to_dict, get_config
 from opensam3.errors import InvalidInputError
 from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.detector.scoring import masked_mean
@@ -480,9 +480,13 @@ class Trainer:
 
     def load_state(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("config") != config_to_dict(self.model.config):
-            raise InvalidInputError(f"{path} was written for config {state.get('config', {}).get('name')!r}, not "
-                                    f"{self.model.config.name!r}; use another --out folder to start afresh")
+        saved = state.get("config")
+        differing = ["(no config saved)"] if saved is None else \
+            architecture_differences(config_from_dict(saved), self.model.config)
+        if differing:
+            raise InvalidInputError(f"{path} was written for config {(saved or {}).get('name')!r} with other sizes than "
+                                    f"config {self.model.config.name!r} ({', '.join(differing[:5])}); use another "
+                                    "--out folder to start afresh")
         self.model.load_state_dict(state["model"])
         if self.attribute_heads is not None and state.get("attribute_heads") is not None:
             self.attribute_heads.load_state_dict(state["attribute_heads"])
