@@ -61,6 +61,10 @@ class TrackerMemoryConfig:
     mask_total_stride: int = 16
     mask_kernel: int = 3
     mask_padding: int = 1
+    # the downsampler's input channels, and the width its first conv multiplies by stride**2
+    # (SAM 3: one mask channel, 1 -> 4; SAM 3.1 multiplex: 16 masks + 16 flags, 32 -> 16)
+    mask_in_channels: int = 1
+    mask_first_channels: int = 1
     fuser_layers: int = 2
     fuser_kernel: int = 7
     # memory attention

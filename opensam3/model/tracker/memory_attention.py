@@ -24,14 +24,17 @@ from .config import TrackerMemoryConfig
 class RopeAttention(nn.Module):
     """Attention with separate q/k/v projections (keys/values may be narrower: ``kv_dim``) and RoPE."""
 
-    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, theta: float = 10000.0):
+    def __init__(self, dim: int, num_heads: int, kv_dim: int | None = None, theta: float = 10000.0,
+                 project: bool = True):
         super().__init__()
         kv_dim = kv_dim or dim
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(kv_dim, dim)
-        self.v_proj = nn.Linear(kv_dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        # project=False: the caller owns the projections (SAM 3.1's layers name them themselves)
+        linear = nn.Linear if project else (lambda *_: nn.Identity())
+        self.q_proj = linear(dim, dim)
+        self.k_proj = linear(kv_dim, dim)
+        self.v_proj = linear(kv_dim, dim)
+        self.out_proj = linear(dim, dim)
         self.rope = AxialRope(dim // num_heads, theta)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:

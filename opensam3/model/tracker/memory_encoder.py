@@ -22,7 +22,7 @@ from .config import TrackerMemoryConfig
 
 
 class MaskDownSampler(nn.Module):
-    """(B, 1, S, S) mask -> (B, dim, S / total_stride, S / total_stride).
+    """(B, in_channels, S, S) masks -> (B, dim, S / total_stride, S / total_stride).
 
     ``encoder`` is [conv, LayerNorm2d, GELU] per stride step, then a 1x1 conv to ``dim``;
     its indices (0, 1, 3, 4, ..., 12) are the checkpoint's.
@@ -35,9 +35,9 @@ class MaskDownSampler(nn.Module):
             raise ValueError("mask_total_stride must be a power of mask_stride")
         self.input_size = config.mask_input_size
         layers: list[nn.Module] = []
-        channels = 1
+        channels, out = config.mask_in_channels, config.mask_first_channels
         for _ in range(steps):
-            out = channels * config.mask_stride**2
+            out = out * config.mask_stride**2
             layers += [nn.Conv2d(channels, out, config.mask_kernel, config.mask_stride, config.mask_padding),
                        LayerNorm2d(out), nn.GELU()]
             channels = out
@@ -50,7 +50,7 @@ class MaskDownSampler(nn.Module):
             # the official code always passes antialias=True here (a no-op when upsampling)
             masks = F.interpolate(masks.float(), size=(self.input_size, self.input_size), mode="bilinear",
                                   align_corners=False, antialias=True)
-        return self.encoder(masks)
+        return self.encoder(masks.to(self.encoder[0].weight.dtype))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -92,7 +92,9 @@ class MemoryEncoder(nn.Module):
         self.mask_downsampler = MaskDownSampler(config)
         self.pix_feat_proj = nn.Conv2d(config.dim, config.dim, kernel_size=1)
         self.fuser = Fuser(config.dim, config.fuser_layers, config.fuser_kernel)
-        self.out_proj = nn.Conv2d(config.dim, config.mem_dim, kernel_size=1)
+        # as the official encoder: a projection only when the memory is narrower than the features
+        self.out_proj = (nn.Conv2d(config.dim, config.mem_dim, kernel_size=1) if config.mem_dim != config.dim
+                         else nn.Identity())
         self.position_encoding = SinePositionEncoding(config.mem_dim)
 
     def forward(self, pix_feat: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,54 @@
+"""SAM 3.1 multiplex memory encoder: all slots of a bucket fused into one memory map.
+
+Input of bucket b is 2M channels: channel s = slot s's mask as 2 sigmoid(logit) - 1 (0 for a slot
+without an object), channel M + s = slot s's conditioning flag (1 for an object prompted /
+mask-initialised on this frame, else 0). The channels are resized to 16x the feature grid, brought
+down to the grid by strided convs (2M -> 16 -> 64 -> 256 -> 1024 -> 1x1 -> C at full size), added
+to a 1x1 projection of the frame's top-level propagation features (batch 1, broadcast), mixed by
+two ConvNeXt blocks; the width stays C (no out_proj). Positions: the C-channel sine encoding.
+
+Then (tracker level, :func:`add_absent_slots`): every slot whose object is judged absent adds its
+own learned vector ``no_obj_embed_spatial[s]`` everywhere; slots without an object have score 0
+and so count as absent too. That parameter is a tracker-level attribute, not part of this module.
+
+State dict (official ``maskmem_backbone.*``): ``mask_downsampler.encoder.{0,1,3,4,6,7,9,10,12}``,
+``pix_feat_proj``, ``fuser.layers.{0,1}.{dwconv, norm, pwconv1, pwconv2, gamma}``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..memory_encoder import MemoryEncoder
+from .config import MultiplexTrackerConfig
+from .slots import SlotAssignment
+
+
+def build_memory_encoder(config: MultiplexTrackerConfig) -> MemoryEncoder:
+    """SAM 3's memory encoder at this tracker's sizes: 2M input channels, widths from
+    ``mask_first_channels``, memory width = hidden width (so no ``out_proj``)."""
+    return MemoryEncoder(config.memory_config())
+
+
+def memory_encoder_input(mask_logits: torch.Tensor, conditioning: torch.Tensor, slots: SlotAssignment,
+                         config: MultiplexTrackerConfig) -> torch.Tensor:
+    """Per-object mask logits (N, 1, H, W) and conditioning flags (N,) bool -> (nb, 2M, H, W).
+
+    The sigmoid is taken per object before muxing, so empty slots hold exactly 0 in both halves.
+    """
+    masks = torch.sigmoid(mask_logits.float()) * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
+    flags = torch.where(conditioning.to(masks.device), config.condition_fg, config.condition_bg).to(masks.dtype)
+    flags = flags.reshape(-1, 1, 1, 1).expand_as(masks)
+    return torch.cat((slots.mux(masks).squeeze(2), slots.mux(flags).squeeze(2)), dim=1)
+
+
+def add_absent_slots(features: torch.Tensor, object_score_logits: torch.Tensor, no_obj_embed: torch.Tensor,
+                     slots: SlotAssignment, threshold: float = 0.0) -> torch.Tensor:
+    """Bucket memory (nb, C, e, e) + sum over the slots judged absent of their (M, C) vectors.
+
+    object_score_logits: (N, 1) per object. Muxing puts 0 in slots without an object, which is
+    not above the threshold: those slots add their vector as well (official behaviour).
+    """
+    present = (slots.mux(object_score_logits) > threshold).to(no_obj_embed.dtype)  # (nb, M, 1)
+    offset = ((1 - present) * no_obj_embed).sum(dim=1)  # (nb, C)
+    return features + offset[..., None, None].to(features.dtype)
