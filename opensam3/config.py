@@ -72,6 +72,10 @@ class Sam3Config:
     # Image predictions: drop a detection whose mask (low-res logits > 0) overlaps a higher-scoring
     # one of the same prompt above this IoU. None = off, as the official image processor.
     nms_iou: float | None = None
+    # Added to every query's classification logit at inference (the score is then
+    # sigmoid(logit + offset) x presence). 0 for the official configs; a small model's calibration
+    # sets it (train/calibrate.py). Training losses see the raw logits.
+    query_logit_offset: float = 0.0
 
     @property
     def image_size(self) -> int:
@@ -162,7 +166,7 @@ def config_to_dict(config: Sam3Config) -> dict:
 
 # Settings that filter outputs but do not shape the weights: a checkpoint or a training state
 # stays valid when they change.
-INFERENCE_FIELDS = ("nms_iou",)
+INFERENCE_FIELDS = ("nms_iou", "query_logit_offset")
 
 
 def architecture_differences(a: Sam3Config, b: Sam3Config) -> list[str]:

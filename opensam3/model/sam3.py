@@ -199,8 +199,11 @@ class Sam3ImageModel(nn.Module):
         decoded = self.transformer.decoder(memory, pos, prompt, padding, size, dac=dac, extra_boxes=extra_boxes)
         logits = self.dot_prod_scoring(decoded.hidden, prompt, padding)
         masks, semantic = self.segmentation_head(features.fpn, decoded.hidden[-1], memory, prompt, padding)
+        final_logits = logits[-1, ..., 0]
+        if self.config.query_logit_offset:  # a calibrated small model's shift; all_layers logits stay raw
+            final_logits = final_logits + self.config.query_logit_offset
         output = GroundingOutput(
-            logits=logits[-1, ..., 0],
+            logits=final_logits,
             boxes=decoded.pred_boxes[-1],
             masks=masks,
             presence_logits=decoded.presence_logits[-1, :, 0],

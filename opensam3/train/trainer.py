@@ -31,7 +31,7 @@ from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhras
                                       pool_objects)
 from opensam3.train.data import (Batch, SacoDataset, batch_indices, collate, find_images_dir, find_split,
                                  grouped_batch_indices)
-from opensam3.train.calibrate import Calibration, calibrate_presence
+from opensam3.train.calibrate import DEFAULT_QUERY_OFFSETS, Calibration, calibrate_presence
 from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.init import init_box_attention_focus
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
@@ -74,7 +74,7 @@ class TrainSettings:
     final_eval_pairs: int = 0         # held-out pairs of the evaluation after the last step (0 = all)
     time_limit: float | None = None   # seconds; stop (and save) when exceeded
     seed: int = 0
-    calibrate: bool = False           # after the last step, fit the presence offset (train/calibrate.py)
+    calibrate: bool = False           # after the last step, fit the score offsets (train/calibrate.py)
     calibration: str | None = None    # its SA-Co JSON (default: the data folder's calib split)
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
     progress: bool = True
@@ -386,10 +386,13 @@ class Trainer:
         return metrics
 
     def calibrate(self) -> Calibration:
-        """Fit the presence offset on the calibration split and re-export the model with it.
-        ``train_state.pt`` keeps the uncalibrated weights, so a resumed run calibrates afresh."""
-        result = calibrate_presence(self.model, self.calibration_path, find_images_dir(self.calibration_path))
-        self._log({"step": self.step, "calibration": {"offset": result.offset, **result.metrics}})
+        """Fit the presence and query-logit offsets on the calibration split and re-export the
+        model with them. ``train_state.pt`` keeps the uncalibrated model, so a resumed run
+        calibrates afresh."""
+        result = calibrate_presence(self.model, self.calibration_path, find_images_dir(self.calibration_path),
+                                    query_offsets=DEFAULT_QUERY_OFFSETS)
+        self._log({"step": self.step, "calibration": {"offset": result.offset, "query_offset": result.query_offset,
+                                                      **result.metrics}})
         self._export()
         return result
 
