@@ -89,10 +89,9 @@ DENSE_ATTRIBUTE_SHARE = 0.3
 # and fp16 export keeps its file (mostly the 49408-row token table) under 40 MB.
 RECIPES: dict[str, dict] = {
     # 2400 encoder pre-training steps of 8 images, then 6000 detector steps of 2 images x 4 phrases:
-    # 0.72 and 0.69-0.77 s per step on 2 threads (2026-11-29), 29 + 72-77 min; with rendering
-    # (1.5 min), the evaluations and the calibration (~2 min) the parts add up to about 117 min
-    # (not yet timed as one command), and the time limit stops training early rather than
-    # overrun 2 hours on a slower machine
+    # 0.72 and 0.69-0.77 s per step on 2 threads (2026-11-29); as one command, rendering, evaluations
+    # and calibration included, 1 h 45 min on this 2-core machine (2026-11-30). The time limit stops
+    # training early rather than overrun 2 hours on a slower machine
     # Mask losses at 6x the default weights: from the same step-8400 state and schedule, 1600 steps
     # with 1x / 3x / 6x gave the best query's mask IoU on instances of two- and three-plus-instance
     # phrases 0.58 / 0.42, 0.68 / 0.52, 0.72 / 0.55 and held-out pmF1 0.159, 0.183, 0.217 (2026-11-30)
