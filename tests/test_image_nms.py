@@ -77,3 +77,24 @@ def test_nms_keeps_the_higher_score_whatever_the_order():
     assert keep.tolist() == [False, True, True]
     assert mask_iou(masks[:1] > 0, masks[1:2] > 0).item() == pytest.approx(36 / 64)
     assert not nms_keep(torch.tensor([0.4, 0.3, 0.2]), masks, 0.5, 0.5).any()
+
+
+def test_official_processor_entry_point_follows_the_config():
+    from opensam3.api import build_model
+    from opensam3.compat import Sam3Processor
+    from opensam3.config import TINY
+
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    counts = {}
+    for nms_iou in (None, 0.1):
+        model.config = TINY.replace(nms_iou=nms_iou)
+        processor = Sam3Processor(model, resolution=TINY.image_size, confidence_threshold=0.0)  # every query passes
+        state = processor.set_text_prompt("a thing", processor.set_image(image))
+        counts[nms_iou] = len(state["scores"])
+        masks = state["masks"][:, 0]
+        if nms_iou is not None:
+            ious = mask_iou(masks, masks) - torch.eye(len(masks))
+            assert float(ious.max()) <= nms_iou
+    assert counts[None] == TINY.detector.num_queries and counts[0.1] < counts[None]
