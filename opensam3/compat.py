@@ -24,7 +24,7 @@ from .model.sam3 import Sam3ImageModel
 from .model.tracker.config import TrackerHeadsConfig
 from .model.tracker.heads import TrackerHeads, load_tracker_heads
 from .ops.boxes import cxcywh_to_xyxy
-from .ops.masks import nms_keep
+from .ops.masks import keep_detections
 from .predictor.image import VISUAL_ONLY_PHRASE, ImageState, _check_phrase, normalize_boxes
 from .predictor.interactive import InteractivePredictor
 
@@ -142,11 +142,8 @@ class Sam3Processor:
         out = self.model.ground(image_state.features, text, box_tensor.to(device), labels.to(device),
                                 torch.zeros_like(labels, device=device))
         scores = out.scores()[0]
-        nms_iou = self.model.config.nms_iou  # None for official weights: the official processor has no NMS
-        if nms_iou is not None and nms_iou < 1.0:
-            keep = nms_keep(scores, out.masks[0].float(), self.confidence_threshold, nms_iou)
-        else:
-            keep = scores > self.confidence_threshold
+        # the config's mask NMS: None for official weights, whose processor has none
+        keep = keep_detections(scores, out.masks[0].float(), self.confidence_threshold, self.model.config.nms_iou)
         height, width = image_state.size
         boxes_xyxy = cxcywh_to_xyxy(out.boxes[0, keep].float()) * torch.tensor([width, height, width, height], device=device)
         probs = F.interpolate(out.masks[0, keep].float()[:, None], size=(height, width), mode="bilinear",

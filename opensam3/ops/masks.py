@@ -33,3 +33,12 @@ def nms_keep(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float, io
     keep = torch.zeros_like(valid)
     keep[index[kept]] = True
     return keep
+
+
+def keep_detections(probs: torch.Tensor, masks: torch.Tensor, prob_threshold: float,
+                    nms_iou: float | None) -> torch.Tensor:
+    """(Q,) bool: the detections above the threshold, minus mask-NMS duplicates when ``nms_iou``
+    is set below 1 (a config's or predictor's setting; None or 1 keeps them all)."""
+    if nms_iou is None or nms_iou >= 1.0:
+        return probs > prob_threshold
+    return nms_keep(probs, masks, prob_threshold, nms_iou)

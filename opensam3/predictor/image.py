@@ -21,7 +21,7 @@ from ..data.image_io import ImageLike, preprocess, to_rgb_array
 from ..errors import InvalidInputError
 from ..model.sam3 import GroundingOutput, ImageFeatures, Sam3ImageModel
 from ..ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
-from ..ops.masks import nms_keep
+from ..ops.masks import keep_detections
 from .results import Segmentation
 
 # Phrase the official processor feeds the text slot when only boxes are given.
@@ -201,10 +201,7 @@ class ConceptPredictor:
         threshold = self.confidence_threshold if threshold is None else threshold
         height, width = state.size
         scores = outputs.scores()[index].float()
-        if self.nms_iou is not None and self.nms_iou < 1.0:
-            selected = nms_keep(scores, outputs.masks[index].float(), threshold, self.nms_iou)
-        else:
-            selected = scores > threshold
+        selected = keep_detections(scores, outputs.masks[index].float(), threshold, self.nms_iou)
         keep = torch.nonzero(selected).flatten()
         keep = keep[scores[keep].argsort(descending=True)]
         boxes = cxcywh_to_xyxy(outputs.boxes[index, keep].float())

@@ -9,12 +9,12 @@ and objects sharing a bucket influence each other.
 from .config import TINY_MULTIPLEX, MultiplexTrackerConfig
 from .mask_decoder import MultiplexDecoded, MultiplexMaskDecoder, slot_embeddings
 from .memory_attention import DecoupledMemoryAttention, DecoupledMemoryLayer, DecoupledMemoryTransformer
-from .memory_encoder import add_absent_slots, build_memory_encoder, memory_encoder_input
+from .memory_encoder import add_absent_slots, memory_encoder_input
 from .slots import EMPTY, RETIRED, SlotAssignment
 from .step import (MultiplexTracker, PointerMemory, PropagationOutput, SpatialMemory, propagate,
                    spatial_tpos_row)
 
 __all__ = ["MultiplexTrackerConfig", "TINY_MULTIPLEX", "MultiplexDecoded", "MultiplexMaskDecoder", "slot_embeddings",
-           "DecoupledMemoryAttention", "DecoupledMemoryLayer", "DecoupledMemoryTransformer", "build_memory_encoder",
+           "DecoupledMemoryAttention", "DecoupledMemoryLayer", "DecoupledMemoryTransformer",
            "add_absent_slots", "memory_encoder_input", "EMPTY", "RETIRED", "SlotAssignment",
            "MultiplexTracker", "PointerMemory", "PropagationOutput", "SpatialMemory", "propagate", "spatial_tpos_row"]

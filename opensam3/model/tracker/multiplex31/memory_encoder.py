@@ -6,6 +6,8 @@ mask-initialised on this frame, else 0). The channels are resized to 16x the fea
 down to the grid by strided convs (2M -> 16 -> 64 -> 256 -> 1024 -> 1x1 -> C at full size), added
 to a 1x1 projection of the frame's top-level propagation features (batch 1, broadcast), mixed by
 two ConvNeXt blocks; the width stays C (no out_proj). Positions: the C-channel sine encoding.
+The encoder is SAM 3's ``MemoryEncoder`` at these sizes (built in step.py); this module builds
+its input and adds the absent-slot vectors.
 
 Then (tracker level, :func:`add_absent_slots`): every slot whose object is judged absent adds its
 own learned vector ``no_obj_embed_spatial[s]`` everywhere; slots without an object have score 0
@@ -19,15 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from ..memory_encoder import MemoryEncoder
 from .config import MultiplexTrackerConfig
 from .slots import SlotAssignment
-
-
-def build_memory_encoder(config: MultiplexTrackerConfig) -> MemoryEncoder:
-    """SAM 3's memory encoder at this tracker's sizes: 2M input channels, widths from
-    ``mask_first_channels``, memory width = hidden width (so no ``out_proj``)."""
-    return MemoryEncoder(config.memory_config())
 
 
 def memory_encoder_input(mask_logits: torch.Tensor, conditioning: torch.Tensor, slots: SlotAssignment,

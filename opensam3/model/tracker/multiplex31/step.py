@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...common import MLP
+from ..memory_encoder import MemoryEncoder
 from ..prompt_encoder import RandomFourierPositions
 from ..tracker_memory import sine_1d
 from ..tracking import FrameFeatures
 from .config import MultiplexTrackerConfig
 from .mask_decoder import MultiplexMaskDecoder, slot_embeddings
 from .memory_attention import DecoupledMemoryTransformer
-from .memory_encoder import add_absent_slots, build_memory_encoder, memory_encoder_input
+from .memory_encoder import add_absent_slots, memory_encoder_input
 from .slots import SlotAssignment
 
 
@@ -99,7 +100,8 @@ class MultiplexTracker(nn.Module):
         self.config = config
         dim, slots = config.dim, config.multiplex_count
         self.sam_mask_decoder = MultiplexMaskDecoder(config)
-        self.maskmem_backbone = build_memory_encoder(config)
+        # SAM 3's encoder at these sizes: 2M input channels, memory width = hidden width (no out_proj)
+        self.maskmem_backbone = MemoryEncoder(config.memory_config())
         self.transformer = DecoupledMemoryTransformer(config)
         self.image_pe_layer = RandomFourierPositions(dim // 2)
         self.output_valid_embed = nn.Parameter(torch.zeros(slots, dim))
