@@ -256,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth_cli.add_synth_parser(sub)
     train_cli.add_train_parser(sub)
     from .train.interactive import add_train_interactive_parser
+    from .train.memory import add_train_memory_parser
 
     add_train_interactive_parser(sub)
+    add_train_memory_parser(sub)
     return parser
 
 

@@ -407,6 +407,8 @@ def add_train_interactive_parser(subparsers):
     parser.add_argument("--images-per-step", type=int, default=defaults.images_per_step)
     parser.add_argument("--objects-per-image", type=int, default=defaults.objects_per_image)
     parser.add_argument("--clicks", type=int, default=defaults.clicks, help="corrective clicks per object")
+    parser.add_argument("--focal-weight", type=float, default=defaults.focal_weight,
+                        help=f"mask focal loss weight (dice weight 1; default {defaults.focal_weight:g})")
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate of the heads ({defaults.lr:g})")
     parser.add_argument("--neck-lr-scale", type=float, default=defaults.neck_lr_scale,
                         help=f"tracker-neck learning rate / head learning rate ({defaults.neck_lr_scale:g})")
@@ -426,7 +428,8 @@ def run_train_interactive(args) -> int:
     settings = InteractiveSettings(
         init=args.init, out=args.out, tracker_from=args.tracker_from, steps=args.steps, time_budget=args.time_budget or None,
         train_scenes=args.train_scenes, images_per_step=args.images_per_step,
-        objects_per_image=args.objects_per_image, clicks=args.clicks, lr=args.lr, neck_lr_scale=args.neck_lr_scale, warmup=args.warmup, seed=args.seed,
+        objects_per_image=args.objects_per_image, clicks=args.clicks, focal_weight=args.focal_weight, lr=args.lr,
+        neck_lr_scale=args.neck_lr_scale, warmup=args.warmup, seed=args.seed,
         progress=not args.no_progress)
     summary = train_interactive(settings, device=args.device)
     if args.eval_scenes:

@@ -91,10 +91,13 @@ class TrackerMemoryConfig:
 
     @classmethod
     def from_model_config(cls, config: Sam3Config, use_memory_selection: bool = True) -> "TrackerMemoryConfig":
-        """The memory path that goes with a model config (official ``build_tracker`` values; the
-        official SAM 3 video model turns memory selection on)."""
-        return cls(image_size=config.vision.image_size, backbone_stride=config.vision.patch_size,
-                   dim=config.vision.neck_dim, use_memory_selection=use_memory_selection)
+        """The memory path that goes with a model config (official ``build_tracker`` values at full
+        size; the official SAM 3 video model turns memory selection on)."""
+        dim = config.vision.neck_dim
+        # memories are a quarter of the width and the attention MLP 8x it: the official 64 and
+        # 2048 at 256 channels; 32 and 1024 for the embedded model
+        return cls(image_size=config.vision.image_size, backbone_stride=config.vision.patch_size, dim=dim,
+                   mem_dim=dim // 4, attention_ffn=8 * dim, use_memory_selection=use_memory_selection)
 
     @property
     def mask_input_size(self) -> int:

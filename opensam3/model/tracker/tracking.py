@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .heads import TrackerHeads
+from .mask_decoder import DecodedMasks
 from .memory_bank import MemoryBank, MemoryFrame
 from .tracker_memory import TrackerMemory
 
@@ -77,10 +78,10 @@ def memory_score(object_score_logits: torch.Tensor, ious: torch.Tensor) -> torch
     return (presence * ious.max(-1).values).mean()
 
 
-def decode(heads: TrackerHeads, memory: TrackerMemory, image: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
-           coords: torch.Tensor | None, labels: torch.Tensor | None, mask_logits: torch.Tensor | None,
-           multimask_output: bool) -> HeadOutputs:
-    """Official ``_forward_sam_heads``: -> (multimasks, ious, low-res best, high-res best, obj_ptr, object score)."""
+def run_heads(heads: TrackerHeads, image: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
+              coords: torch.Tensor | None, labels: torch.Tensor | None, mask_logits: torch.Tensor | None,
+              multimask_output: bool) -> DecodedMasks:
+    """Prompt encoder + mask decoder on (memory-conditioned) frame features, raw outputs."""
     batch = image.shape[0]
     if coords is None:
         # no clicks: a single padding point (the prompt encoder appends a second one)
@@ -92,13 +93,19 @@ def decode(heads: TrackerHeads, memory: TrackerMemory, image: torch.Tensor, high
                                     antialias=True)
     sparse, dense = heads.sam_prompt_encoder(coords, labels, mask_logits, batch_size=batch)
     image_pe = heads.sam_prompt_encoder.dense_positions().to(image.dtype)
-    out = heads.sam_mask_decoder(image, image_pe, sparse.to(image.dtype), dense.to(image.dtype), high_res,
-                                 multimask_output)
+    return heads.sam_mask_decoder(image, image_pe, sparse.to(image.dtype), dense.to(image.dtype), high_res,
+                                  multimask_output)
+
+
+def select_outputs(heads: TrackerHeads, memory: TrackerMemory, out: DecodedMasks, multimask_output: bool) -> HeadOutputs:
+    """Raw decoder outputs -> (multimasks, ious, low-res best, high-res best, obj_ptr, object score):
+    absent objects get placeholder logits, the best candidate by predicted IoU is chosen."""
+    batch = out.masks.shape[0]
     present = out.object_score_logits > 0
     multimasks = torch.where(present[:, None, None], out.masks, NO_OBJ_SCORE).float()
     image_size = heads.config.image_size
     high_multimasks = F.interpolate(multimasks, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    rows = torch.arange(batch, device=image.device)
+    rows = torch.arange(batch, device=out.masks.device)
     if multimask_output:
         best = out.iou_scores.argmax(dim=-1)
         low, high = multimasks[rows, best][:, None], high_multimasks[rows, best][:, None]
@@ -109,6 +116,14 @@ def decode(heads: TrackerHeads, memory: TrackerMemory, image: torch.Tensor, high
         token = out.mask_tokens[:, 0]
     obj_ptr = memory.object_pointer(token, out.object_score_logits)
     return multimasks, out.iou_scores, low, high, obj_ptr, out.object_score_logits
+
+
+def decode(heads: TrackerHeads, memory: TrackerMemory, image: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
+           coords: torch.Tensor | None, labels: torch.Tensor | None, mask_logits: torch.Tensor | None,
+           multimask_output: bool) -> HeadOutputs:
+    """Official ``_forward_sam_heads``: -> (multimasks, ious, low-res best, high-res best, obj_ptr, object score)."""
+    out = run_heads(heads, image, high_res, coords, labels, mask_logits, multimask_output)
+    return select_outputs(heads, memory, out, multimask_output)
 
 
 def mask_as_output(heads: TrackerHeads, memory: TrackerMemory, image: torch.Tensor,

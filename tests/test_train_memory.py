@@ -1,0 +1,101 @@
+"""The video-memory training stage: windows of clips, back-propagation through the memory bank,
+save / load into the video tracker, held-out tracking evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import opensam3
+from opensam3.api import CONFIG_METADATA_KEY, build_model
+from opensam3.checkpoint import save_checkpoint
+from opensam3.config import config_to_dict
+from opensam3.model.tracker.config import TrackerMemoryConfig
+from opensam3.train.interactive import InteractiveSettings, train_interactive
+from opensam3.train.memory import (MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory, train_memory,
+                                   window_loss)
+from test_train_interactive import MICRO
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def interactive_checkpoint(tmp_path_factory):
+    """A micro detector with tracker neck and heads (one interactive step: enough to have them)."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("micro_memory")
+    save_checkpoint(build_model(MICRO), root / "detector.safetensors",
+                    metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})
+    settings = InteractiveSettings(init=str(root / "detector.safetensors"), out=str(root / "interactive"), steps=1,
+                                   time_budget=None, train_scenes=2, clicks=0, progress=False)
+    return train_interactive(settings)["out"]
+
+
+def test_the_memory_config_follows_the_model():
+    config = TrackerMemoryConfig.from_model_config(opensam3.config.EMBEDDED)
+    assert (config.dim, config.mem_dim, config.attention_ffn, config.embedding_size) == (128, 32, 1024, 16)
+    full = TrackerMemoryConfig.from_model_config(opensam3.config.SAM3)
+    assert (full.dim, full.mem_dim, full.attention_ffn, full.embedding_size) == (256, 64, 2048, 72)  # official
+
+
+@pytest.mark.parametrize("prompt", ["mask", "box", "click"])
+def test_steps_lower_the_loss_and_train_through_the_memory(interactive_checkpoint, prompt):
+    sam = opensam3.load(interactive_checkpoint)
+    model, heads = sam.model.float(), sam.tracker.float()
+    memory = fresh_memory(TrackerMemoryConfig.from_model_config(model.config))
+    cache = build_clip_cache(model, 1, seed=20, num_frames=4)
+    assert cache.trunk.shape == (1, 4, 48, 10, 10) and cache.masks[0].shape[:1] == (4,)
+    settings = MemorySettings(init="", window=3, mask_prompt_prob=float(prompt == "mask"),
+                              box_prob=float(prompt == "box"))
+    trunk_before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.requires_grad_(False)
+    params = list(memory.parameters()) + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=3e-3)
+
+    def loss_on_a_fixed_window():
+        return window_loss(model, heads, memory, cache, 0, 0, np.random.default_rng(3), settings)
+
+    with torch.no_grad():
+        before = float(loss_on_a_fixed_window()["loss"])
+    for step in range(10):
+        losses = loss_on_a_fixed_window()
+        optimizer.zero_grad()
+        losses["loss"].backward()
+        if step == 0:
+            # later frames' losses reach the memory encoder and the memory attention: the memory is used
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in memory.maskmem_backbone.parameters())
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in memory.transformer.parameters())
+        optimizer.step()
+    with torch.no_grad():
+        after = float(loss_on_a_fixed_window()["loss"])
+    assert after < 0.8 * before, (before, after)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in trunk_before.items())
+
+
+def test_saved_model_tracks_and_evaluates(interactive_checkpoint, tmp_path):
+    settings = MemorySettings(init=str(interactive_checkpoint), out=str(tmp_path / "run"), steps=2, time_budget=None,
+                              train_clips=1, clip_frames=4, window=3, log_every=1, progress=False)
+    summary = train_memory(settings)
+    assert summary["steps"] == 2
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2] and all(np.isfinite(e["loss"]) for e in log)
+    sam = opensam3.load(summary["out"])
+    assert sam.memory is not None and sam.tracker is not None
+    assert sam.memory.config == TrackerMemoryConfig.from_model_config(sam.model.config)
+    for prompt in ("mask", "click"):
+        metrics = evaluate_tracking(sam, num_clips=1, prompt=prompt)
+        assert metrics["object_frames"] > 0 and 0.0 <= metrics["mean_j"] <= 1.0
+
+
+def test_needs_tracker_heads(tmp_path):
+    path = tmp_path / "detector.safetensors"
+    save_checkpoint(build_model(MICRO), path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})
+    with pytest.raises(ValueError, match="train-interactive"):
+        train_memory(MemorySettings(init=str(path), out=str(tmp_path / "run"), progress=False))
