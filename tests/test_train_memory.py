@@ -1,6 +1,7 @@
 """The video-memory training stage: windows of clips, back-propagation through the memory bank,
 save / load into the video tracker, held-out tracking evaluation."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from opensam3.api import CONFIG_METADATA_KEY, build_model
 from opensam3.checkpoint import save_checkpoint
 from opensam3.config import config_to_dict
 from opensam3.model.tracker.config import TrackerMemoryConfig
+from opensam3.predictor.video_concept_rules import ConceptVideoConfig
 from opensam3.train.interactive import InteractiveSettings, train_interactive
 from opensam3.train.memory import (MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory, train_memory,
                                    window_loss)
@@ -99,3 +101,27 @@ def test_needs_tracker_heads(tmp_path):
     save_checkpoint(build_model(MICRO), path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})
     with pytest.raises(ValueError, match="train-interactive"):
         train_memory(MemorySettings(init=str(path), out=str(tmp_path / "run"), progress=False))
+
+
+def test_video_dataset_predictions_evaluate(interactive_checkpoint, tmp_path):
+    # a model with a (briefly trained) memory answers every video-phrase pair of a synthetic VEval
+    # set through the session protocol, and the evaluator scores the masklets
+    from opensam3.eval import evaluate_videos
+    from opensam3.eval.predict_video import predict_video_dataset
+    from opensam3.synth import write_video_dataset
+
+    settings = MemorySettings(init=str(interactive_checkpoint), out=str(tmp_path / "run"), steps=1, time_budget=None,
+                              train_clips=1, clip_frames=4, window=3, progress=False)
+    sam = opensam3.load(train_memory(settings)["out"])
+    summary = write_video_dataset(tmp_path / "data", num_videos=1, seed=21, size=140, num_frames=4)
+    # an untrained detector scores low: keep every detection so that masklets exist
+    keep_all = dataclasses.replace(ConceptVideoConfig.without_heuristics(), score_threshold_detection=0.0,
+                                   new_det_thresh=0.0)
+    predictions = predict_video_dataset(sam, summary.gt_path, summary.media_dir, config=keep_all)
+    assert predictions, "a zero threshold must keep some detections"
+    for masklet in predictions:
+        assert len(masklet["segmentations"]) == 4 and 0.0 <= masklet["score"] <= 1.0
+        assert any(s is not None for s in masklet["segmentations"])
+    results = evaluate_videos(summary.gt_path, predictions)["dataset_results"]
+    for key in ("video_mask_demo_cgf1_micro_50_95", "video_mask_all_phrase_HOTA"):
+        assert np.isfinite(results[key]), key

@@ -55,12 +55,16 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def add_predict_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "predict-dataset", help="run a model over an SA-Co image dataset and write predictions",
-        description="Segment every image-phrase pair of an SA-Co GT file; the output feeds `opensam3 eval`.")
-    parser.add_argument("--gt", required=True, metavar="GT.json", help="SA-Co image ground truth (pairs to run)")
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder holding the images' file_name paths")
+        "predict-dataset", help="run a model over an SA-Co image or video dataset and write predictions",
+        description="Segment every image-phrase pair of an SA-Co GT file (--images), or track every video-phrase "
+                    "pair of an SA-Co/VEval file through the video session protocol (--videos: text prompt on "
+                    "frame 0, propagated forward); the output feeds `opensam3 eval` (with --video for videos).")
+    parser.add_argument("--gt", required=True, metavar="GT.json", help="SA-Co ground truth (pairs to run)")
+    media = parser.add_mutually_exclusive_group(required=True)
+    media.add_argument("--images", metavar="DIR", help="folder holding the images' file_name paths")
+    media.add_argument("--videos", metavar="DIR", help="folder holding one frame folder (or video file) per video_name")
     parser.add_argument("--out", required=True, metavar="PRED.json", help="where to write the predictions")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (smoke tests)")
+    parser.add_argument("--limit", type=int, default=None, help="images: only the first N pairs (smoke tests)")
     from opensam3.cli import _add_model_args, _add_nms_arg  # --checkpoint, --config, --device, --dtype like `segment`
 
     _add_model_args(parser)
@@ -78,7 +82,13 @@ def run_predict_dataset(args: argparse.Namespace, model: Any = None) -> int:
             from opensam3.cli import _load_model
 
             model = _load_model(args)
-        predictions = predict_dataset(model, args.gt, args.images, args.out, limit=args.limit)
+        if getattr(args, "videos", None):
+            from opensam3.eval.predict_video import predict_video_dataset
+
+            predictions = predict_video_dataset(model, args.gt, args.videos, progress=True)
+            Path(args.out).write_text(json.dumps(predictions))
+        else:
+            predictions = predict_dataset(model, args.gt, args.images, args.out, limit=args.limit)
     except EvalInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
