@@ -113,3 +113,51 @@ def test_demo_writes_overlays_for_its_phrases(tmp_path, monkeypatch, capsys):
         best = max((d for d in detections if d["prompt"] == phrase), key=lambda d: d["score"])
         mask = rle.decode(best["segmentation"]).astype(bool)
         assert max((mask & m).sum() / (mask | m).sum() for m in truths[phrase].masks) >= 0.5, phrase
+
+
+# ---- points and boxes (the tracker heads shipped with the embedded model) --------------------
+def test_clicks_and_boxes_on_held_out_objects(embedded):
+    # one click at each object's most interior point (best of three masks by predicted IoU) and
+    # its tight box, on the objects of 12 held-out scenes; measured CLICK_MEASURED / BOX_MEASURED
+    from opensam3.train.interactive_eval import evaluate_interactive
+
+    metrics = evaluate_interactive(embedded, num_scenes=12)
+    assert metrics["objects"] >= 40
+    assert metrics["point_success"] >= CLICK_MIN, metrics
+    assert metrics["box_success"] >= BOX_MIN, metrics
+
+
+def _neighbour_cases(embedded, scenes: int):
+    """(scene, state, target, neighbour, click, result) where one click on the target gives a mask
+    covering at least half of another object."""
+    from opensam3.train.interactive_prompts import farthest_interior_point
+
+    size = embedded.model.config.image_size
+    for scene in itertools.islice(scene_stream(seed=HELD_OUT_SEED, size=size), scenes):
+        if not len(scene.objects):
+            continue
+        state = embedded.set_image(scene.image)
+        for i, target in enumerate(scene.masks):
+            click = farthest_interior_point(target)
+            result = embedded.predict(state, points=[click], point_labels=[1])
+            best = int(result.iou_scores.argmax())
+            mask = result.masks[best].numpy()
+            for j, other in enumerate(scene.masks):
+                if j != i and other.sum() >= 30 and (mask & other).sum() >= 0.5 * other.sum():
+                    yield state, target, other, click, result, best
+
+
+def test_a_negative_click_removes_a_wrongly_included_neighbour(embedded):
+    from opensam3.train.interactive_prompts import farthest_interior_point
+
+    cases = removed = 0
+    for state, target, neighbour, click, first, best in _neighbour_cases(embedded, scenes=NEIGHBOUR_SCENES):
+        negative = farthest_interior_point(neighbour & ~target)
+        fixed = embedded.predict(state, points=[click, negative], point_labels=[1, 0],
+                                 mask_input=first.low_res_logits[best][None], multimask_output=False)
+        before = (first.masks[best].numpy() & neighbour).sum() / neighbour.sum()
+        after = (fixed.masks[0].numpy() & neighbour).sum() / neighbour.sum()
+        cases += 1
+        removed += after <= 0.2 * before
+    assert cases >= 3, f"only {cases} wrongly included neighbours in {NEIGHBOUR_SCENES} scenes"
+    assert removed >= NEGATIVE_MIN * cases, f"the negative click removed the neighbour in {removed} of {cases} cases"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from opensam3.config import TINY
+from opensam3.config import EMBEDDED, TINY
 from opensam3.errors import CheckpointError, InvalidInputError
 from opensam3.model.sam3 import ImageFeatures
 from opensam3.model.tracker import TrackerHeads, TrackerHeadsConfig, load_tracker_heads
@@ -87,6 +87,18 @@ def test_needs_tracker_features(predictor, state):
     features = ImageFeatures(state.features.fpn, state.features.fpn_pos)
     with pytest.raises(InvalidInputError, match="tracker"):
         predictor.predict(ImageState(features, state.image), points=[[1, 1]], point_labels=[1])
+
+
+def test_hole_filling_keeps_the_official_share_of_the_mask():
+    # official: holes up to 256 pixels of the 288 x 288 low-res mask are filled; a smaller model
+    # fills the same share of its own mask (a ring's hole would otherwise vanish at 64 x 64)
+    full = TrackerHeadsConfig()
+    assert full.low_res_size == 288
+    assert InteractivePredictor(TrackerHeads(full).to("meta")).max_hole_area == 256.0
+    embedded = TrackerHeadsConfig.from_model_config(EMBEDDED)
+    assert embedded.low_res_size == 64
+    assert InteractivePredictor(TrackerHeads(embedded)).max_hole_area == pytest.approx(256 * (64 / 288) ** 2)
+    assert InteractivePredictor(TrackerHeads(embedded), max_hole_area=0.0).max_hole_area == 0.0
 
 
 def _reference_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker import TrackerHeads, TrackerHeadsConfig, tracker_image_state
 from opensam3.model.tracker.heads import IMAGE_PATH_PREFIXES, VIDEO_ONLY_PREFIXES
 from opensam3.predictor.image import ConceptPredictor
-from opensam3.predictor.interactive import InteractivePredictor
+from opensam3.predictor.interactive import OFFICIAL_MAX_HOLE_AREA, InteractivePredictor
 from opensam3.seeded import seed_module
 
 FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "tracker.safetensors"
@@ -44,7 +44,9 @@ def setup(fixture):
     heads = TrackerHeads(TrackerHeadsConfig.from_model_config(TINY_TRACKER))
     seed_module(heads, prefix=TRACKER_PREFIX)
     state = ConceptPredictor(model).set_image(tensors["input.image_uint8_hwc"].numpy())
-    return state, InteractivePredictor(heads)
+    # the official code fills holes up to 256 low-res pixels at any size; ours scales that share of
+    # the full-size 288 x 288 mask to smaller models, so the tiny model is given the official value
+    return state, InteractivePredictor(heads, max_hole_area=OFFICIAL_MAX_HOLE_AREA)
 
 
 def _err(ours: torch.Tensor, theirs: torch.Tensor) -> float:

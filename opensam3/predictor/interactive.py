@@ -27,6 +27,9 @@ from ..ops.components import fill_small_holes
 from .image import ImageState
 from .inputs import finite_numbers
 
+OFFICIAL_MAX_HOLE_AREA = 256.0  # predict_inst's hole filling, in low-res pixels at full size
+OFFICIAL_LOW_RES_SIZE = 288
+
 
 class InteractiveMasks(NamedTuple):
     """masks: (K, H, W) bool at the original size (float logits with ``return_logits``);
@@ -42,9 +45,13 @@ class InteractiveMasks(NamedTuple):
 class InteractivePredictor:
     """Runs :class:`TrackerHeads` on encoded images (:class:`ImageState` with tracker features)."""
 
-    def __init__(self, heads: TrackerHeads, mask_threshold: float = 0.0, max_hole_area: float = 256.0):
+    def __init__(self, heads: TrackerHeads, mask_threshold: float = 0.0, max_hole_area: float | None = None):
         self.heads = heads.eval()
         self.mask_threshold = mask_threshold
+        if max_hole_area is None:
+            # the official 256 low-res pixels of a 288 x 288 mask, as the same share of a smaller one
+            # (the embedded model's 64 x 64: 12.6), else a ring's hole is filled at small sizes
+            max_hole_area = OFFICIAL_MAX_HOLE_AREA * (heads.config.low_res_size / OFFICIAL_LOW_RES_SIZE) ** 2
         self.max_hole_area = max_hole_area
         self._cached: tuple[ImageState, TrackerImageEmbedding] | None = None
 
