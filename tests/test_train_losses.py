@@ -129,3 +129,21 @@ def test_one_to_many_matcher_takes_the_top_quality_queries():
     assert q.numel() == 0  # quality 0.3 * 0.5 + 0.7 * IoU never reaches 0.95
     (q, t), = OneToManyMatcher()(logits[None], boxes[None], [torch.zeros(0, 4)])
     assert q.numel() == 0 and t.numel() == 0
+
+
+def test_time_budget_follows_the_recent_step_rate():
+    from opensam3.train.optim import TimeBudget
+
+    budget = TimeBudget(seconds=100.0, max_steps=1000, window=20, every=20)
+    elapsed = 0.0
+    for step in range(1, 41):  # a slow start (caching, a busy machine): 2 s per step
+        elapsed += 2.0
+        total = budget.update(step, elapsed)
+    assert total == 40 + int(20 / 2.0)
+    for step in range(41, 61):  # then 0.25 s per step: the estimate recovers instead of staying cut
+        elapsed += 0.25
+        total = budget.update(step, elapsed)
+    assert total == 60 + int((100 - elapsed) / 0.25)
+    assert TimeBudget(seconds=1e6, max_steps=30, every=20).update(20, 1.0) == 30  # never above max_steps
+    late = TimeBudget(seconds=10.0, max_steps=1000, every=20)
+    assert late.update(20, 50.0) == 21  # over budget: stop after the next step

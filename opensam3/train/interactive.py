@@ -44,7 +44,7 @@ from opensam3.model.tracker.config import TrackerHeadsConfig
 from opensam3.model.tracker.heads import TrackerHeads, tracker_image_state
 from opensam3.model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from opensam3.train.interactive_prompts import corrective_clicks, farthest_interior_point, jittered_box
-from opensam3.train.optim import param_groups
+from opensam3.train.optim import TimeBudget, param_groups
 
 MODEL_FILE = "model.safetensors"
 _TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
@@ -326,6 +326,7 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0)
     trainable.train()
     schedule = {"total": s.steps}
+    budget = TimeBudget(s.time_budget, s.steps) if s.time_budget else None
     groups = param_groups(trainable["heads"], s.weight_decay)
     if s.neck_lr_scale > 0:
         groups += [dict(group, lr=s.lr * s.neck_lr_scale) for group in param_groups(trainable["neck"], s.weight_decay)]
@@ -354,10 +355,8 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
         step += 1
         history.append({k: float(v.detach()) for k, v in losses.items()})
         elapsed = time.time() - loop_start
-        if s.time_budget and step >= 20 and step % 20 == 0:
-            # cut the schedule so the loop ends within the budget (never extends it)
-            fit = step + int((s.time_budget - elapsed) / (elapsed / step))
-            schedule["total"] = max(step + 1, min(schedule["total"], fit))
+        if budget is not None:
+            schedule["total"] = budget.update(step, elapsed)
             if bar is not None:
                 bar.total = schedule["total"]
         if step % s.log_every == 0 or step == schedule["total"]:

@@ -39,7 +39,7 @@ from opensam3.model.tracker.tracker_memory import TrackerMemory
 from opensam3.model.tracker.tracking import mask_as_output, memory_score, run_heads, select_outputs, use_multimask
 from opensam3.train.interactive import MODEL_FILE, mask_terms
 from opensam3.train.interactive_prompts import jittered_box
-from opensam3.train.optim import param_groups, warmup_cosine
+from opensam3.train.optim import TimeBudget, param_groups, warmup_cosine
 
 MIN_PROMPT_PIXELS = 20  # an object is prompted on the window's first frame only if this much of it shows
 
@@ -230,6 +230,7 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
     groups += [dict(group, lr=s.lr * s.heads_lr_scale) for group in param_groups(heads, s.weight_decay)]
     optimizer = torch.optim.AdamW(groups, lr=s.lr)
     schedule = {"total": s.steps}
+    budget = TimeBudget(s.time_budget, s.steps) if s.time_budget else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, schedule["total"], s.warmup))
     rng = np.random.default_rng(s.seed)
     params = [p for group in groups for p in group["params"]]
@@ -255,9 +256,8 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
         step += 1
         history.append({k: float(v.detach()) for k, v in losses.items()})
         elapsed = time.time() - loop_start
-        if s.time_budget and step >= 20 and step % 20 == 0:
-            fit = step + int((s.time_budget - elapsed) / (elapsed / step))
-            schedule["total"] = max(step + 1, min(schedule["total"], fit))
+        if budget is not None:
+            schedule["total"] = budget.update(step, elapsed)
             if bar is not None:
                 bar.total = schedule["total"]
         if step % s.log_every == 0 or step == schedule["total"]:

@@ -51,3 +51,26 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, total_step
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: two_stage(step, total_steps, warmup_steps, min_ratio, first_stage))
     return optimizer, scheduler
+
+
+class TimeBudget:
+    """The number of steps that fits a wall-clock budget, re-estimated every ``every`` steps from
+    the recent step rate (the last ``window`` steps), so a slow start -- data caching, a busy
+    machine -- neither cuts the run short for good nor lets it overrun. Never more than
+    ``max_steps``, never fewer than the steps already done plus one."""
+
+    def __init__(self, seconds: float, max_steps: int, window: int = 50, every: int = 20):
+        self.seconds, self.max_steps, self.window, self.every = seconds, max_steps, window, every
+        self.total = max_steps
+        self._times: dict[int, float] = {0: 0.0}
+
+    def update(self, step: int, elapsed: float) -> int:
+        self._times[step] = elapsed
+        if step >= self.every and step % self.every == 0:
+            start = max(0, step - self.window)
+            start = min(s for s in self._times if s >= start)
+            rate = (elapsed - self._times[start]) / max(step - start, 1)
+            fit = step + int(max(self.seconds - elapsed, 0.0) / max(rate, 1e-9))
+            self.total = max(step + 1, min(self.max_steps, fit))
+            self._times = {s: t for s, t in self._times.items() if s >= step - self.window}
+        return self.total
