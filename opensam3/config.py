@@ -113,8 +113,9 @@ TINY = Sam3Config(
 # The embedded model: same architecture and code paths, sized to train from scratch on a
 # 2-core CPU in about two hours. 224 px (a 16x16 patch grid, 64x64 masks); windowed ViT blocks
 # with two global ones; d_model 128 everywhere. The text width is 128 because the 49408-entry
-# token table dominates the file size (49408 x 128 x 4 bytes = 25 MB in fp32), which keeps the
-# whole model under 40 MB in fp32, so no reduced-precision storage is needed.
+# token table dominates the file size (49408 x 128 x 4 bytes = 25 MB in fp32). The detector is
+# trained with this config; the shipped file (fp16, 36 MB) adds the tracker neck, heads and video
+# memory (train-interactive, train-memory), so its metadata config has tracker_neck=True.
 EMBEDDED = Sam3Config(
     name="embedded",
     vision=VisionConfig(

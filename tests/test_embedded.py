@@ -1,6 +1,7 @@
 """The embedded default model: shipped inside the package, loaded when no checkpoint is given,
-and measured on held-out synthetic scenes, so that a regression anywhere in the model code
-(vision, text, fusion, decoder, masks, post-processing, calibration) fails here."""
+and measured on held-out synthetic scenes and clips, so that a regression anywhere in the model
+code (vision, text, fusion, decoder, masks, post-processing, calibration, the tracker heads and
+its video memory) fails here."""
 
 import itertools
 import json
@@ -16,7 +17,8 @@ from opensam3.eval.image_eval import evaluate_image_cgf1
 from opensam3.eval.predict import predict_dataset
 from opensam3.synth import scene_stream, write_image_dataset
 
-# The weights come from `opensam3 train --config embedded` (the run of 2026-11-30). They do not
+# The detector comes from `opensam3 train --config embedded` (the run of 2026-11-30), the tracker
+# heads and memory from `train-interactive` and `train-memory` on top of it (README). They do not
 # meet issue 5's bar yet (held-out cgF1 50, IL_MCC 0.80, pmF1 0.60); the thresholds below sit
 # under what they measure, so they catch regressions anywhere in the model code.
 pytestmark = pytest.mark.skipif(not embedded_weights().is_file(),
@@ -118,13 +120,14 @@ def test_demo_writes_overlays_for_its_phrases(tmp_path, monkeypatch, capsys):
 # ---- points and boxes (the tracker heads shipped with the embedded model) --------------------
 def test_clicks_and_boxes_on_held_out_objects(embedded):
     # one click at each object's most interior point (best of three masks by predicted IoU) and
-    # its tight box, on the objects of 12 held-out scenes; measured CLICK_MEASURED / BOX_MEASURED
+    # its tight box, on the 62 objects of 12 held-out scenes: the shipped weights reach IoU >= 0.8
+    # for 58% of the clicks and >= 0.85 for 48% of the boxes (2026-11-30; issue 6 asks 80% / 85%)
     from opensam3.train.interactive_eval import evaluate_interactive
 
     metrics = evaluate_interactive(embedded, num_scenes=12)
     assert metrics["objects"] >= 40
-    assert metrics["point_success"] >= CLICK_MIN, metrics
-    assert metrics["box_success"] >= BOX_MIN, metrics
+    assert metrics["point_success"] >= 0.45, metrics
+    assert metrics["box_success"] >= 0.38, metrics
 
 
 def _neighbour_cases(embedded, scenes: int):
@@ -147,11 +150,16 @@ def _neighbour_cases(embedded, scenes: int):
                     yield state, target, other, click, result, best
 
 
-def test_a_negative_click_removes_a_wrongly_included_neighbour(embedded):
+def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
+    # In 30 held-out scenes one click's mask covers half or more of another object 36 times; a
+    # negative click inside that neighbour (the earlier logits fed back) lowers its mean coverage
+    # from 0.78 to 0.56 and removes it (to a fifth or less) 3 times (2026-11-30). Removing it every
+    # time, as issue 6 asks, is not reached yet; this guards what the shipped weights do.
     from opensam3.train.interactive_prompts import farthest_interior_point
 
     cases = removed = 0
-    for state, target, neighbour, click, first, best in _neighbour_cases(embedded, scenes=NEIGHBOUR_SCENES):
+    coverage_before = coverage_after = 0.0
+    for state, target, neighbour, click, first, best in _neighbour_cases(embedded, scenes=30):
         negative = farthest_interior_point(neighbour & ~target)
         fixed = embedded.predict(state, points=[click, negative], point_labels=[1, 0],
                                  mask_input=first.low_res_logits[best][None], multimask_output=False)
@@ -159,5 +167,21 @@ def test_a_negative_click_removes_a_wrongly_included_neighbour(embedded):
         after = (fixed.masks[0].numpy() & neighbour).sum() / neighbour.sum()
         cases += 1
         removed += after <= 0.2 * before
-    assert cases >= 3, f"only {cases} wrongly included neighbours in {NEIGHBOUR_SCENES} scenes"
-    assert removed >= NEGATIVE_MIN * cases, f"the negative click removed the neighbour in {removed} of {cases} cases"
+        coverage_before += before
+        coverage_after += after
+    assert cases >= 20, f"only {cases} wrongly included neighbours in 30 scenes"
+    assert coverage_after <= 0.8 * coverage_before, (coverage_before / cases, coverage_after / cases)
+    assert removed >= 2, f"the negative click removed the neighbour in {removed} of {cases} cases"
+
+
+# ---- video: the memory shipped with the embedded model ---------------------------------------
+def test_tracks_objects_through_held_out_clips(embedded):
+    # every object visible on frame 0 of 4 unseen clips, prompted with its mask or one click and
+    # propagated: mean J 0.706 / 0.739 over 270 object-frames with the shipped weights (2026-11-30).
+    # The object that passes fully behind the occluder is not re-found yet (J 0 after it).
+    from opensam3.train.memory import evaluate_tracking
+
+    for prompt in ("mask", "click"):
+        metrics = evaluate_tracking(embedded, num_clips=4, prompt=prompt)
+        assert metrics["object_frames"] >= 200
+        assert metrics["mean_j"] >= 0.6 and metrics["j_at_least_0.5"] >= 0.65, (prompt, metrics)
