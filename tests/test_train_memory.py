@@ -17,15 +17,7 @@ from opensam3.predictor.video_concept_rules import ConceptVideoConfig
 from opensam3.train.interactive import InteractiveSettings, train_interactive
 from opensam3.train.memory import (MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory, train_memory,
                                    window_loss)
-from test_train_interactive import MICRO
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_train_interactive import MICRO, _one_thread  # noqa: F401 (autouse: one CPU thread here too)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,8 @@ from opensam3.model.tracker.config import TrackerHeadsConfig
 from opensam3.model.tracker.heads import TrackerHeads, tracker_image_state
 from opensam3.model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from opensam3.train.interactive_prompts import corrective_clicks, farthest_interior_point, jittered_box
-from opensam3.train.optim import TimeBudget, param_groups
+from opensam3.train.loop import optimise
+from opensam3.train.optim import param_groups
 
 MODEL_FILE = "model.safetensors"
 _TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
@@ -314,7 +315,6 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     ``load_for_interactive`` builds them). Prompt sampling stays on the CPU with the same seeded
     generators, so a seed draws the same prompts on every device."""
     from opensam3.api import Sam3
-    from opensam3.train.optim import warmup_cosine
 
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,64 +327,22 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     cache_time = time.time() - start
     trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0)
     trainable.train()
-    schedule = {"total": s.steps}
-    budget = TimeBudget(s.time_budget, s.steps) if s.time_budget else None
     groups = param_groups(trainable["heads"], s.weight_decay)
     if s.neck_lr_scale > 0:
         groups += [dict(group, lr=s.lr * s.neck_lr_scale) for group in param_groups(trainable["neck"], s.weight_decay)]
-    optimizer = torch.optim.AdamW(groups, lr=s.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, schedule["total"], s.warmup))
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
-    log = open(out / "log.jsonl", "w")
-    bar = None
-    if s.progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=s.steps, desc="train-interactive", dynamic_ncols=True)
-    loop_start = time.time()
-    step, history = 0, []
-    while step < schedule["total"]:
+    def step_losses():
         images = rng.choice(len(cache.masks), size=min(s.images_per_step, len(cache.masks)), replace=False).tolist()
-        losses = interactive_loss(model, heads, cache, images, rng, gen, s)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if s.clip:
-            torch.nn.utils.clip_grad_norm_(trainable.parameters(), s.clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-        elapsed = time.time() - loop_start
-        if budget is not None:
-            schedule["total"] = budget.update(step, elapsed)
-            if bar is not None:
-                bar.total = schedule["total"]
-        if step % s.log_every == 0 or step == schedule["total"]:
-            recent = history[-s.log_every:]
-            keys = sorted({k for h in recent for k in h})
-            entry = {k: float(np.mean([h[k] for h in recent if k in h])) for k in keys}
-            entry.update(step=step, lr=scheduler.get_last_lr()[0], time=round(elapsed, 1))
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", iou=f"{entry['iou']:.4f}")
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    log.close()
-    train_time = time.time() - loop_start
+        return interactive_loss(model, heads, cache, images, rng, gen, s)
+
+    summary = optimise(step_losses, groups, s.lr, s.steps, s.time_budget, s.warmup, s.clip, out / "log.jsonl",
+                       s.log_every, s.progress, "train-interactive", postfix="iou")
     # the detector (tracker neck included) in float16 like the detector export; heads in float32
     model.half()
     Sam3(model, tracker=heads.eval()).save(out / MODEL_FILE)
-    first = history[:s.log_every]
-    last = history[-s.log_every:]
-    return {"out": str(out / MODEL_FILE), "steps": step, "cache_s": round(cache_time, 1),
-            "train_s": round(train_time, 1),
-            "loss_first": sum(h["loss"] for h in first) / len(first),
-            "loss_last": sum(h["loss"] for h in last) / len(last)}
+    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), **summary}
 
 
 # -- command line (``opensam3 train-interactive``) ---------------------------------------------

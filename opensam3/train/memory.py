@@ -39,7 +39,8 @@ from opensam3.model.tracker.tracker_memory import TrackerMemory
 from opensam3.model.tracker.tracking import mask_as_output, memory_score, run_heads, select_outputs, use_multimask
 from opensam3.train.interactive import MODEL_FILE, mask_terms
 from opensam3.train.interactive_prompts import jittered_box
-from opensam3.train.optim import TimeBudget, param_groups, warmup_cosine
+from opensam3.train.loop import optimise
+from opensam3.train.optim import param_groups
 
 MIN_PROMPT_PIXELS = 20  # an object is prompted on the window's first frame only if this much of it shows
 
@@ -228,58 +229,17 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
     memory.requires_grad_(True).train()
     groups = param_groups(memory, s.weight_decay)
     groups += [dict(group, lr=s.lr * s.heads_lr_scale) for group in param_groups(heads, s.weight_decay)]
-    optimizer = torch.optim.AdamW(groups, lr=s.lr)
-    schedule = {"total": s.steps}
-    budget = TimeBudget(s.time_budget, s.steps) if s.time_budget else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, schedule["total"], s.warmup))
     rng = np.random.default_rng(s.seed)
-    params = [p for group in groups for p in group["params"]]
-    log = open(out / "log.jsonl", "w")
-    bar = None
-    if s.progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=s.steps, desc="train-memory", dynamic_ncols=True)
-    loop_start = time.time()
-    step, history = 0, []
-    while step < schedule["total"]:
+    def step_losses():
         clip = int(rng.integers(len(cache.masks)))
-        losses = window_loss(model, heads, memory, cache, clip, int(rng.integers(s.clip_frames - s.window + 1)), rng, s)
-        if losses is None:
-            continue
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if s.clip:
-            torch.nn.utils.clip_grad_norm_(params, s.clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-        elapsed = time.time() - loop_start
-        if budget is not None:
-            schedule["total"] = budget.update(step, elapsed)
-            if bar is not None:
-                bar.total = schedule["total"]
-        if step % s.log_every == 0 or step == schedule["total"]:
-            recent = history[-s.log_every:]
-            keys = sorted({k for h in recent for k in h})
-            entry = {k: float(np.mean([h[k] for h in recent if k in h])) for k in keys}
-            entry.update(step=step, lr=scheduler.get_last_lr()[0], time=round(elapsed, 1))
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            if bar is not None:
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", iou=f"{entry.get('track_iou', 0):.3f}")
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    log.close()
+        return window_loss(model, heads, memory, cache, clip, int(rng.integers(s.clip_frames - s.window + 1)), rng, s)
+
+    summary = optimise(step_losses, groups, s.lr, s.steps, s.time_budget, s.warmup, s.clip, out / "log.jsonl",
+                       s.log_every, s.progress, "train-memory", postfix="track_iou")
     model.half()
     Sam3(model, tracker=heads.eval(), memory=memory.eval()).save(out / MODEL_FILE)
-    first, last = history[:s.log_every], history[-s.log_every:]
-    return {"out": str(out / MODEL_FILE), "steps": step, "cache_s": round(cache_time, 1),
-            "train_s": round(time.time() - loop_start, 1),
-            "loss_first": float(np.mean([h["loss"] for h in first])), "loss_last": float(np.mean([h["loss"] for h in last]))}
+    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), **summary}
 
 
 # -- held-out evaluation through the public video tracker -------------------------------------
