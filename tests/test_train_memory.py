@@ -91,7 +91,7 @@ def test_saved_model_tracks_and_evaluates(interactive_checkpoint, tmp_path):
 def test_needs_tracker_heads(tmp_path):
     path = tmp_path / "detector.safetensors"
     save_checkpoint(build_model(MICRO), path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})
-    with pytest.raises(ValueError, match="train-interactive"):
+    with pytest.raises(opensam3.errors.CheckpointError, match="train-interactive"):
         train_memory(MemorySettings(init=str(path), out=str(tmp_path / "run"), progress=False))
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from opensam3.data.image_io import preprocess
+from opensam3.errors import CheckpointError
 from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker.config import TrackerMemoryConfig
 from opensam3.model.tracker.heads import TrackerHeads
@@ -218,7 +219,7 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
     start = time.time()
     sam = load(s.init, device=device or "cpu")
     if sam.tracker is None:
-        raise ValueError(f"{s.init} has no tracker heads: train them first (opensam3 train-interactive)")
+        raise CheckpointError(f"{s.init} has no tracker heads: train them first (opensam3 train-interactive --init {s.init}), then pass its output to --init")
     model, heads = sam.model.float().eval(), sam.tracker.float()
     memory = sam.memory.float() if sam.memory is not None else fresh_memory(
         TrackerMemoryConfig.from_model_config(model.config)).to(next(heads.parameters()).device)
