@@ -1,26 +1,34 @@
-"""Video tracking benchmark: propagation speed with 1, 4 and 16 tracked objects, one tracker pass
-per object next to object multiplexing (buckets of objects in one batched pass), on a seeded clip.
+"""Video tracking benchmark: propagation speed with 1, 4 and 16 tracked objects, per object and
+multiplexed, on a seeded clip, in four modes:
+
+  sam3 per-object     SAM 3's tracker (the official Sam3TrackerPredictor's results), one pass per object
+  sam3 buckets        the same tracker, objects batched 16 to a pass (same results; execution only)
+  sam3.1 one/bucket   SAM 3.1's multiplex tracker with every object alone in its own bucket
+  sam3.1 multiplex    SAM 3.1's multiplex tracker, 16 objects to a bucket: one memory-attention,
+                      decoder and memory-encoder pass per bucket (opensam3/predictor/video_multiplex31.py)
 
     .venv/bin/python benchmarks/bench_video.py [--size tiny|full] [--frames N] [--objects 1,4,16]
                                                [--threads T] [--bucket-size 16] [--reference]
 
---size tiny: the tests' tiny tracker (336 px, ViT 128-d x 4, memory attention 2 layers), 224x224
-clip, 8 frames by default -- a run takes a few minutes on one CPU thread. --size full: the "sam3"
-configuration at 1008 px on an official-layout seeded checkpoint (built once under --cache-dir,
-3.4 GB, shared with bench_image.py), 480x640 clip, 3 frames by default (~30 s per frame on one
-CPU thread).
+--size tiny: the tests' tiny tracker (336 px, ViT 128-d x 4, memory attention 2 layers) and a SAM
+3.1 tracker of the same widths, 224x224 clip, 8 frames by default -- a few minutes on one CPU
+thread. --size full: the "sam3" configuration at 1008 px on an official-layout seeded checkpoint
+(built once under --cache-dir, 3.4 GB, shared with bench_image.py) and the SAM 3.1 release sizes
+(seeded under the official tracker.model.* names: no SAM 3.1 weights or reference exist here),
+480x640 clip, 3 frames by default.
 
 Each object gets a box on frame 0; the timed part is propagation after frame 0 (frame 0 gives
-the prompt's output and, before it, every object's prompt memory is encoded). Frames per second
-include the image backbone, which both modes share, so the ratio understates the tracker-only
-gain. Seeded weights would judge every object absent; the object-score head is shifted as in
-the tests' fixtures (weight_override) so that objects are present and masks are real.
+the prompt's output and, before it, every object's prompt memory is encoded). The ViT trunk is
+the same work in every mode, so it runs once per frame, is timed, and its median time is added
+to each mode's tracker time: frames per second = 1 / (trunk + tracker seconds per frame). Seeded
+weights would judge every object absent; the object-score heads are shifted as in the tests'
+fixtures (weight_override) so that objects are present and masks are real.
 
 --reference also times the official ``Sam3TrackerPredictor`` (sam3==0.1.4 through
 ../shared/reference/run.sh; see benchmarks/video_reference_worker.py) on the same clip, objects
 and seeded weights, in its own process. Tiny: the tiny official tracker of
 tools/parity/make_video_tracker_fixture.py (the tests' fixture model). Full: ``build_tracker`` with
-the seeded checkpoint's weights (written, not run here: too heavy next to training).
+the seeded checkpoint's weights. Its frames per second include its own backbone.
 """
 
 from __future__ import annotations
@@ -107,8 +115,50 @@ def build_tracker(size: str, cache_dir: Path):
     return tracker
 
 
+def build_multiplex31(image_model, size: str):
+    """SAM 3.1 multiplex tracker + interactive head (16 slots a bucket), seeded under the
+    official ``tracker.model.*`` names, object scores shifted as for SAM 3; returns a factory
+    ``objects_per_bucket -> Multiplex31VideoTracker`` on ``image_model``'s backbone."""
+    from opensam3.model.tracker.multiplex31 import InteractiveHead, MultiplexTracker, MultiplexTrackerConfig
+    from opensam3.predictor.video_multiplex31 import Multiplex31VideoTracker
+    from opensam3.seeded import apply_weight_overrides, seed_module
+
+    if size == "full":
+        config = MultiplexTrackerConfig()
+    else:  # the tiny SAM 3 tracker's sizes (memory attention 2 layers, FFN 512), 16 slots
+        config = MultiplexTrackerConfig(image_size=image_model.config.image_size,
+                                        dim=image_model.config.vision.neck_dim, decoder_mlp_dim=512,
+                                        attention_layers=2, attention_ffn=512, mask_first_channels=1)
+    tracker, interactive = MultiplexTracker(config).eval(), InteractiveHead(config).eval()
+    seed_module(tracker, prefix="tracker.model.")
+    seed_module(interactive, prefix="tracker.model.")
+    apply_weight_overrides({"": tracker}, OBJ_SCORE_OVERRIDE)
+    apply_weight_overrides({"": interactive}, [["interactive_" + key, scale, shift]
+                                               for key, scale, shift in OBJ_SCORE_OVERRIDE])
+    return lambda per_bucket: Multiplex31VideoTracker(image_model, interactive, tracker, objects_per_bucket=per_bucket)
+
+
+class CachedTrunk:
+    """The ViT trunk of every clip frame, computed once and timed: identical work in every mode,
+    so each mode reads it from here and the measured seconds are added to its own."""
+
+    def __init__(self, image_model, frames: np.ndarray):
+        from opensam3.data.video_io import open_video
+        from opensam3.predictor.video_tracker import video_frame_trunk
+
+        video = open_video(frames)
+        self.outputs, self.seconds = [], []
+        for t in range(len(video)):
+            start = time.perf_counter()
+            self.outputs.append(video_frame_trunk(image_model, video, t))
+            self.seconds.append(time.perf_counter() - start)
+
+    def __call__(self, video, frame_idx: int) -> torch.Tensor:
+        return self.outputs[frame_idx]
+
+
 def time_propagation(tracker, frames: np.ndarray, num_objects: int) -> float:
-    """Frames per second of propagation after the prompted frame 0."""
+    """Seconds per frame of propagation after the prompted frame 0 (trunk excluded if cached)."""
     state = tracker.init_state(frames)
     for obj_id, box in enumerate(object_boxes(num_objects, frames.shape[1], frames.shape[2]), start=1):
         tracker.add_new_points_or_box(state, 0, obj_id, box=box)
@@ -116,7 +166,7 @@ def time_propagation(tracker, frames: np.ndarray, num_objects: int) -> float:
     next(results)  # frame 0: the prompt's output (after encoding the prompt memories)
     start = time.perf_counter()
     count = sum(1 for _ in results)
-    return count / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / count
 
 
 def run_reference(args, frames: np.ndarray, objects: list[int], cache_dir: Path) -> dict[int, float]:
@@ -164,27 +214,40 @@ def main() -> int:
         parser.error("--frames must be at least 2 (frame 0 is the prompted frame)")
     frames = bench_clip(num_frames, clip["height"], clip["width"])
     cache_dir = Path(args.cache_dir)
-    tracker = build_tracker(args.size, cache_dir)
-    tracker.bucket_size = args.bucket_size
+    sam3 = build_tracker(args.size, cache_dir)
+    sam3.bucket_size = args.bucket_size
+    sam31 = build_multiplex31(sam3.image_model, args.size)
+    modes = {"sam3 per-object": (sam3, False), "sam3 buckets": (sam3, True),
+             "sam3.1 one/bucket": (sam31(1), None), "sam3.1 multiplex": (sam31(None), None)}
     with torch.inference_mode():
-        time_propagation(tracker, frames[:2], 1)  # warm-up
+        for tracker, _ in modes.values():  # warm-up, with the trunk computed per frame
+            time_propagation(tracker, frames[:2], 1)
+        trunk = CachedTrunk(sam3.image_model, frames)
+        trunk_s = float(np.median(trunk.seconds))
         rows = []
         for count in objects:
-            tracker.multiplex = False
-            per_object = time_propagation(tracker, frames, count)
-            tracker.multiplex = True
-            multiplexed = time_propagation(tracker, frames, count)
-            rows.append((count, per_object, multiplexed))
+            seconds = {}
+            for name, (tracker, bucketed) in modes.items():
+                if bucketed is not None:
+                    tracker.multiplex = bucketed
+                tracker.frame_trunk = trunk
+                seconds[name] = time_propagation(tracker, frames, count)
+            rows.append((count, seconds))
             print(f"measured {count} objects", file=sys.stderr)
     reference = run_reference(args, frames, objects, cache_dir) if args.reference else {}
-    print(f"size {args.size}, {num_frames} frames of {clip['height']}x{clip['width']}, {args.threads} thread(s), "
-          f"buckets of {args.bucket_size}; frames per second of propagation (after frame 0)")
-    header = f"{'objects':>8}{'per-object':>12}{'multiplex':>11}{'mux/per-obj':>13}"
-    print(header + (f"{'official':>10}{'mux/official':>14}" if reference else ""))
-    for count, per_object, multiplexed in rows:
-        line = f"{count:>8}{per_object:>12.3f}{multiplexed:>11.3f}{multiplexed / per_object:>13.2f}"
+    print(f"size {args.size}, {num_frames} frames of {clip['height']}x{clip['width']}, {torch.get_num_threads()} "
+          f"thread(s); ViT trunk {trunk_s:.2f} s per frame (the same in every mode, run once and added to each)")
+    print("frames per second of propagation after frame 0, trunk included (tracker-only seconds per frame)")
+    header = f"{'objects':>7}" + "".join(f"{name:>24}" for name in modes) + f"{'3.1 mux / sam3 per-obj':>24}"
+    header += f"{'3.1 mux / 3.1 one':>19}"
+    print(header + (f"{'official sam3':>15}{'3.1 mux / official':>20}" if reference else ""))
+    for count, seconds in rows:
+        fps = {name: 1.0 / (trunk_s + value) for name, value in seconds.items()}
+        line = f"{count:>7}" + "".join(f"{fps[name]:>14.4f} ({seconds[name]:7.2f})" for name in modes)
+        line += f"{fps['sam3.1 multiplex'] / fps['sam3 per-object']:>23.2f}x"
+        line += f"{fps['sam3.1 multiplex'] / fps['sam3.1 one/bucket']:>18.2f}x"
         if reference:
-            line += f"{reference[count]:>10.3f}{multiplexed / reference[count]:>14.2f}"
+            line += f"{reference[count]:>15.4f}{fps['sam3.1 multiplex'] / reference[count]:>19.2f}x"
         print(line)
     return 0
 

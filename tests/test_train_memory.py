@@ -15,8 +15,8 @@ from opensam3.config import config_to_dict
 from opensam3.model.tracker.config import TrackerMemoryConfig
 from opensam3.predictor.video_concept_rules import ConceptVideoConfig
 from opensam3.train.interactive import InteractiveSettings, train_interactive
-from opensam3.train.memory import (MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory, train_memory,
-                                   window_loss)
+from opensam3.train.memory import (ClipCache, MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory,
+                                   reappearance_windows, train_memory, window_loss)
 from test_train_interactive import MICRO, _one_thread  # noqa: F401 (autouse: one CPU thread here too)
 
 
@@ -86,6 +86,19 @@ def test_saved_model_tracks_and_evaluates(interactive_checkpoint, tmp_path):
     for prompt in ("mask", "click"):
         metrics = evaluate_tracking(sam, num_clips=1, prompt=prompt)
         assert metrics["object_frames"] > 0 and 0.0 <= metrics["mean_j"] <= 1.0
+
+
+def test_reappearance_windows_find_objects_that_vanish_and_return():
+    masks = torch.zeros(8, 3, 10, 10, dtype=torch.bool)
+    masks[:, 0, :5, :5] = True          # always visible
+    masks[:, 1, 5:, 5:] = True          # visible on frames 0-1 and 5-7, hidden on 2-4
+    masks[2:5, 1] = False
+    masks[:3, 2, :2, :2] = True         # leaves for good after frame 2 (4 px: too small to prompt)
+    cache = ClipCache(torch.zeros(1, 8, 1, 1, 1), [masks], [np.zeros((8, 3, 4))])
+    # the hidden object must show on the window's first frame and again before its end
+    assert reappearance_windows(cache, window=6) == [(0, 0), (0, 1)]
+    assert reappearance_windows(cache, window=5) == [(0, 1)]
+    assert reappearance_windows(cache, window=4) == []
 
 
 def test_needs_tracker_heads(tmp_path):

@@ -40,6 +40,17 @@ from .video_state import (COND, NON_COND, FrameRecord, MemoryView, TrackerVideoS
 logger = logging.getLogger(__name__)
 
 
+def video_frame_trunk(image_model, video, frame_idx: int) -> torch.Tensor:
+    """The ViT trunk output (1, D, g, g) of one video frame, on the trunk's device and dtype."""
+    config = image_model.config
+    trunk = image_model.backbone.vision_backbone.trunk
+    weight = next(trunk.parameters())
+    # a writable copy: cached frames are read-only
+    pixels = preprocess([np.array(video.frame(frame_idx))], config.image_size, config.pixel_mean,
+                        config.pixel_std, weight.device, weight.dtype)
+    return trunk(pixels)
+
+
 class VideoTracker:
     """Tracks objects through a video with a SAM 3 image model's backbone (ViT trunk + tracker
     neck), the tracker heads and the tracker memory. Options as in the official ``build_tracker``:
@@ -113,12 +124,7 @@ class VideoTracker:
 
     def frame_trunk(self, video, frame_idx: int) -> torch.Tensor:
         """The ViT trunk output (1, D, g, g) of one video frame, in the trunk's dtype."""
-        config = self.image_model.config
-        trunk = self.image_model.backbone.vision_backbone.trunk
-        # a writable copy: cached frames are read-only
-        pixels = preprocess([np.array(video.frame(frame_idx))], config.image_size, config.pixel_mean,
-                            config.pixel_std, self.device, next(trunk.parameters()).dtype)
-        return trunk(pixels)
+        return video_frame_trunk(self.image_model, video, frame_idx)
 
     def features_from_trunk(self, trunk: torch.Tensor, via_bfloat16: bool = False) -> FrameFeatures:
         """The tracker's frame features from a trunk output. ``via_bfloat16``: round the neck's

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from opensam3.data.image_io import preprocess
-from opensam3.errors import CheckpointError
+from opensam3.errors import CheckpointError, InvalidInputError
 from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker.config import TrackerMemoryConfig
 from opensam3.model.tracker.heads import TrackerHeads
@@ -55,6 +55,7 @@ class MemorySettings:
     train_clips: int = 200
     clip_frames: int = 16
     window: int = 6                     # frames per step: one prompted, the rest tracked
+    reappear_prob: float = 0.0          # share of steps drawn from windows where an object vanishes and returns
     max_objects: int = 6
     mask_prompt_prob: float = 0.4       # the window starts from the objects' masks ...
     box_prob: float = 0.3               # ... or jittered boxes (else one click per object)
@@ -116,6 +117,23 @@ def fresh_memory(config: TrackerMemoryConfig) -> TrackerMemory:
         for param in (memory.maskmem_tpos_enc, memory.no_obj_ptr, memory.no_obj_embed_spatial):
             torch.nn.init.trunc_normal_(param, std=0.02)
     return memory
+
+
+def reappearance_windows(cache: ClipCache, window: int) -> list[tuple[int, int]]:
+    """(clip, first frame) of every window in which an object prompted on the first frame (at
+    least MIN_PROMPT_PIXELS visible) vanishes completely and is visible again before the window
+    ends: the windows that teach the memory to re-find an object after a full occlusion."""
+    found = []
+    for clip, masks in enumerate(cache.masks):
+        area = masks.flatten(2).sum(2)  # (T, K)
+        for first in range(area.shape[0] - window + 1):
+            span = area[first:first + window]
+            for obj in torch.nonzero(span[0] >= MIN_PROMPT_PIXELS)[:, 0].tolist():
+                gone = torch.nonzero(span[:, obj] == 0)[:, 0]
+                if len(gone) and bool((span[int(gone[0]):, obj] > 0).any()):
+                    found.append((clip, first))
+                    break
+    return found
 
 
 def _frame_features(model: Sam3ImageModel, heads: TrackerHeads, trunk: torch.Tensor):
@@ -232,7 +250,15 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
     groups += [dict(group, lr=s.lr * s.heads_lr_scale) for group in param_groups(heads, s.weight_decay)]
     rng = np.random.default_rng(s.seed)
 
+    comebacks = reappearance_windows(cache, s.window)
+    if s.reappear_prob > 0 and not comebacks:
+        raise InvalidInputError(f"no {s.window}-frame window of the {len(cache.masks)} training clips has an object that "
+                         "vanishes and returns: lengthen --window or pass --reappear-prob 0")
+
     def step_losses():
+        if s.reappear_prob > 0 and rng.random() < s.reappear_prob:
+            clip, first = comebacks[int(rng.integers(len(comebacks)))]
+            return window_loss(model, heads, memory, cache, clip, first, rng, s)
         clip = int(rng.integers(len(cache.masks)))
         return window_loss(model, heads, memory, cache, clip, int(rng.integers(s.clip_frames - s.window + 1)), rng, s)
 
@@ -240,7 +266,8 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
                        s.log_every, s.progress, "train-memory", postfix="track_iou")
     model.half()
     Sam3(model, tracker=heads.eval(), memory=memory.eval()).save(out / MODEL_FILE)
-    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), **summary}
+    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), "reappearance_windows": len(comebacks),
+            **summary}
 
 
 # -- held-out evaluation through the public video tracker -------------------------------------
@@ -319,6 +346,9 @@ def add_train_memory_parser(subparsers):
                         help=f"seconds for the training loop ({defaults.time_budget:g}; 0 = run all steps)")
     parser.add_argument("--train-clips", type=int, default=defaults.train_clips)
     parser.add_argument("--window", type=int, default=defaults.window, help="frames per training window")
+    parser.add_argument("--reappear-prob", type=float, default=defaults.reappear_prob,
+                        help="share of steps on windows where an object is fully hidden and comes back "
+                             f"(default {defaults.reappear_prob:g})")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--heads-lr-scale", type=float, default=defaults.heads_lr_scale)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -334,7 +364,8 @@ def run_train_memory(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = MemorySettings(init=args.init, out=args.out, steps=args.steps, time_budget=args.time_budget or None,
-                              train_clips=args.train_clips, window=args.window, lr=args.lr,
+                              train_clips=args.train_clips, window=args.window, reappear_prob=args.reappear_prob,
+                              lr=args.lr,
                               heads_lr_scale=args.heads_lr_scale, seed=args.seed, progress=not args.no_progress)
     summary = train_memory(settings, device=args.device)
     if args.eval_clips:

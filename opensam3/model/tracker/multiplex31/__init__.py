@@ -7,6 +7,7 @@ and objects sharing a bucket influence each other.
 """
 
 from .config import TINY_MULTIPLEX, MultiplexTrackerConfig
+from .interactive import InteractiveHead
 from .mask_decoder import MultiplexDecoded, MultiplexMaskDecoder, slot_embeddings
 from .memory_attention import DecoupledMemoryAttention, DecoupledMemoryLayer, DecoupledMemoryTransformer
 from .memory_encoder import add_absent_slots, memory_encoder_input
@@ -14,7 +15,7 @@ from .slots import EMPTY, RETIRED, SlotAssignment
 from .step import (MultiplexTracker, PointerMemory, PropagationOutput, SpatialMemory, propagate,
                    spatial_tpos_row)
 
-__all__ = ["MultiplexTrackerConfig", "TINY_MULTIPLEX", "MultiplexDecoded", "MultiplexMaskDecoder", "slot_embeddings",
+__all__ = ["MultiplexTrackerConfig", "TINY_MULTIPLEX", "InteractiveHead", "MultiplexDecoded", "MultiplexMaskDecoder", "slot_embeddings",
            "DecoupledMemoryAttention", "DecoupledMemoryLayer", "DecoupledMemoryTransformer",
            "add_absent_slots", "memory_encoder_input", "EMPTY", "RETIRED", "SlotAssignment",
            "MultiplexTracker", "PointerMemory", "PropagationOutput", "SpatialMemory", "propagate", "spatial_tpos_row"]

@@ -8,6 +8,7 @@ The existing SAM 3 building blocks are parametrised by ``TrackerHeadsConfig`` /
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..config import TrackerHeadsConfig, TrackerMemoryConfig
@@ -93,6 +94,11 @@ class MultiplexTrackerConfig:
             transformer_mlp_dim=self.decoder_mlp_dim, attention_downsample=self.attention_downsample,
             num_multimask_outputs=self.masks_per_slot - 1, iou_head_depth=self.iou_head_depth,
             iou_head_hidden=self.iou_head_hidden)
+
+    def interactive_heads_config(self) -> TrackerHeadsConfig:
+        """The interactive head: a stock SAM decoder (3 candidates + a single-mask token) at
+        this tracker's widths."""
+        return dataclasses.replace(self.heads_config(), num_multimask_outputs=self.masks_per_slot)
 
     def memory_config(self) -> TrackerMemoryConfig:
         """SAM 3's memory sizes with this tracker's widths (memory width = hidden width)."""
