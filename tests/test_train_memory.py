@@ -101,6 +101,18 @@ def test_reappearance_windows_find_objects_that_vanish_and_return():
     assert reappearance_windows(cache, window=4) == []
 
 
+def test_a_further_interactive_run_keeps_the_video_memory(interactive_checkpoint, tmp_path):
+    settings = MemorySettings(init=str(interactive_checkpoint), out=str(tmp_path / "memory"), steps=1,
+                              time_budget=None, train_clips=1, clip_frames=4, window=3, progress=False)
+    with_memory = train_memory(settings)["out"]
+    again = InteractiveSettings(init=with_memory, out=str(tmp_path / "again"), steps=1, time_budget=None,
+                                train_scenes=2, clicks=0, progress=False)
+    summary = train_interactive(again)
+    assert summary["memory_kept"]
+    before, after = opensam3.load(with_memory).memory.state_dict(), opensam3.load(summary["out"]).memory.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_needs_tracker_heads(tmp_path):
     path = tmp_path / "detector.safetensors"
     save_checkpoint(build_model(MICRO), path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})

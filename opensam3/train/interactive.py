@@ -314,7 +314,7 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     device: where the model, the heads and the trunk cache live (None: the CPU, where
     ``load_for_interactive`` builds them). Prompt sampling stays on the CPU with the same seeded
     generators, so a seed draws the same prompts on every device."""
-    from opensam3.api import Sam3
+    from opensam3.api import Sam3, load
 
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,8 +341,12 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
                        s.log_every, s.progress, "train-interactive", postfix="iou")
     # the detector (tracker neck included) in float16 like the detector export; heads in float32
     model.half()
-    Sam3(model, tracker=heads.eval()).save(out / MODEL_FILE)
-    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), **summary}
+    # a video memory in the starting model is kept (unchanged: it was trained with the old heads,
+    # so after a long run train-memory should follow)
+    memory = load(s.tracker_from or s.init, device="cpu").memory
+    Sam3(model, tracker=heads.eval(), memory=memory).save(out / MODEL_FILE)
+    return {"out": str(out / MODEL_FILE), "cache_s": round(cache_time, 1), "memory_kept": memory is not None,
+            **summary}
 
 
 # -- command line (``opensam3 train-interactive``) ---------------------------------------------

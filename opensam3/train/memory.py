@@ -326,6 +326,7 @@ def evaluate_tracking(model, seed: int = EVAL_SEED, num_clips: int = 20, prompt:
     return {"clips": num_clips, "object_frames": int(len(scores)), "mean_j": float(scores.mean()),
             "j_at_least_0.5": float((scores >= 0.5).mean()),
             "passer_after_occlusion_j": float(np.mean(reappeared)) if reappeared else None,
+            "passer_after_occlusion_j_at_least_0.5": float(np.mean(np.array(reappeared) >= 0.5)) if reappeared else None,
             "passer_frames": len(reappeared)}
 
 
