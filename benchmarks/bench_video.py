@@ -220,17 +220,17 @@ def main() -> int:
     modes = {"sam3 per-object": (sam3, False), "sam3 buckets": (sam3, True),
              "sam3.1 one/bucket": (sam31(1), None), "sam3.1 multiplex": (sam31(None), None)}
     with torch.inference_mode():
-        for tracker, _ in modes.values():  # warm-up, with the trunk computed per frame
-            time_propagation(tracker, frames[:2], 1)
         trunk = CachedTrunk(sam3.image_model, frames)
         trunk_s = float(np.median(trunk.seconds))
+        for tracker, _ in modes.values():  # warm-up
+            tracker.frame_trunk = trunk
+            time_propagation(tracker, frames[:2], 1)
         rows = []
         for count in objects:
             seconds = {}
             for name, (tracker, bucketed) in modes.items():
                 if bucketed is not None:
                     tracker.multiplex = bucketed
-                tracker.frame_trunk = trunk
                 seconds[name] = time_propagation(tracker, frames, count)
             rows.append((count, seconds))
             print(f"measured {count} objects", file=sys.stderr)
