@@ -113,6 +113,30 @@ def test_a_further_interactive_run_keeps_the_video_memory(interactive_checkpoint
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_frame_loss_weights_objects():
+    from types import SimpleNamespace
+
+    from opensam3.train.memory import _frame_loss
+
+    gen = torch.Generator().manual_seed(0)
+    out = SimpleNamespace(masks=torch.randn(3, 4, 8, 8, generator=gen), iou_scores=torch.rand(3, 4, generator=gen),
+                          object_score_logits=torch.randn(3, 1, generator=gen))
+    target = torch.rand(3, 16, 16, generator=gen) > 0.5
+    visible = torch.tensor([True, True, False])
+    settings = MemorySettings(init="")
+    plain = _frame_loss(out, target, visible, True, settings)
+    same = _frame_loss(out, target, visible, True, settings, torch.ones(3))
+    assert torch.allclose(plain[0], same[0])
+    # a zero weight removes an object from every term: the same as leaving it out
+    only_second = _frame_loss(out, target, visible, True, settings, torch.tensor([0.0, 1.0, 0.0]))
+    pick = SimpleNamespace(masks=out.masks[1:2], iou_scores=out.iou_scores[1:2],
+                           object_score_logits=out.object_score_logits[1:2])
+    alone = _frame_loss(pick, target[1:2], visible[1:2], True, settings)
+    assert torch.allclose(only_second[0], alone[0])
+    heavier = _frame_loss(out, target, visible, True, settings, torch.tensor([1.0, 1.0, 5.0]))
+    assert not torch.allclose(heavier[0], plain[0])
+
+
 def test_needs_tracker_heads(tmp_path):
     path = tmp_path / "detector.safetensors"
     save_checkpoint(build_model(MICRO), path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(MICRO))})

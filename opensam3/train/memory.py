@@ -56,6 +56,7 @@ class MemorySettings:
     clip_frames: int = 16
     window: int = 6                     # frames per step: one prompted, the rest tracked
     reappear_prob: float = 0.0          # share of steps drawn from windows where an object vanishes and returns
+    occlusion_weight: float = 1.0       # loss weight of an object once it has been hidden in the window
     max_objects: int = 6
     mask_prompt_prob: float = 0.4       # the window starts from the objects' masks ...
     box_prob: float = 0.3               # ... or jittered boxes (else one click per object)
@@ -159,18 +160,23 @@ def _first_prompts(kind: str, boxes: np.ndarray, masks: torch.Tensor, rng: np.ra
     return torch.tensor(clicks)[:, None], torch.ones(len(clicks), 1, dtype=torch.long)
 
 
-def _frame_loss(out, target: torch.Tensor, visible: torch.Tensor, multimask: bool, s: MemorySettings):
-    """Losses of one tracked frame for B objects; returns (total, mask IoU of the chosen masks
-    of visible objects, object-score accuracy)."""
+def _frame_loss(out, target: torch.Tensor, visible: torch.Tensor, multimask: bool, s: MemorySettings,
+                weight: torch.Tensor | None = None):
+    """Losses of one tracked frame for B objects (weighted per object by ``weight`` (B,), a
+    weighted mean); returns (total, mask IoU of the chosen masks of visible objects,
+    object-score accuracy)."""
+    weight = torch.ones_like(visible, dtype=torch.float32) if weight is None else weight
     masks = out.masks[:, 1:] if multimask else out.masks[:, :1]
     ious_pred = out.iou_scores[:, 1:] if multimask else out.iou_scores[:, :1]
-    score = F.binary_cross_entropy_with_logits(out.object_score_logits[:, 0], visible.float())
+    score = F.binary_cross_entropy_with_logits(out.object_score_logits[:, 0], visible.float(), reduction="none")
+    score = (score * weight).sum() / weight.sum()
     accuracy = ((out.object_score_logits[:, 0] > 0) == visible).float().mean()
     if not visible.any():
         return s.score_weight * score, None, accuracy
     loss, iou, _ = mask_terms(masks[visible], target[visible], s)
-    best = loss.min(dim=1).values.mean()
-    iou_loss = F.mse_loss(ious_pred[visible], iou)
+    seen = weight[visible]
+    best = (loss.min(dim=1).values * seen).sum() / seen.sum()
+    iou_loss = (((ious_pred[visible] - iou) ** 2).mean(dim=1) * seen).sum() / seen.sum()
     chosen = iou[torch.arange(iou.shape[0]), ious_pred[visible].detach().argmax(dim=1)]
     return best + s.iou_weight * iou_loss + s.score_weight * score, chosen.mean(), accuracy
 
@@ -193,6 +199,7 @@ def window_loss(model: Sam3ImageModel, heads: TrackerHeads, memory: TrackerMemor
     draw = rng.random()
     kind = "mask" if draw < s.mask_prompt_prob else ("box" if draw < s.mask_prompt_prob + s.box_prob else "click")
     totals, ious, accuracies = [], [], []
+    hidden_before = torch.zeros(batch, dtype=torch.bool)
     for offset, frame_idx in enumerate(frames):
         image, (s0, s1), pos = features[offset]
         high_res = (s0.expand(batch, -1, -1, -1), s1.expand(batch, -1, -1, -1))
@@ -212,7 +219,10 @@ def window_loss(model: Sam3ImageModel, heads: TrackerHeads, memory: TrackerMemor
                 conditioned = memory.condition(image, frame_idx, bank, cache.trunk.shape[1], image_pos=pos)
             multimask = use_multimask(0 if labels is None else labels.shape[1])
             raw = run_heads(heads, conditioned, high_res, coords, labels, None, multimask)
-            loss, iou, accuracy = _frame_loss(raw, target, visible, multimask, s)
+            # objects in an occlusion episode (hidden since the prompt, or back after hiding) weigh more
+            hidden_before |= ~visible
+            weight = torch.where(hidden_before, s.occlusion_weight, 1.0)
+            loss, iou, accuracy = _frame_loss(raw, target, visible, multimask, s, weight)
             totals.append(loss)
             accuracies.append(accuracy)
             if iou is not None:
@@ -350,6 +360,9 @@ def add_train_memory_parser(subparsers):
     parser.add_argument("--reappear-prob", type=float, default=defaults.reappear_prob,
                         help="share of steps on windows where an object is fully hidden and comes back "
                              f"(default {defaults.reappear_prob:g})")
+    parser.add_argument("--occlusion-weight", type=float, default=defaults.occlusion_weight,
+                        help="loss weight of an object from the frame it is first hidden on "
+                             f"(default {defaults.occlusion_weight:g})")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--heads-lr-scale", type=float, default=defaults.heads_lr_scale)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -366,6 +379,7 @@ def run_train_memory(args) -> int:
         torch.set_num_threads(args.threads)
     settings = MemorySettings(init=args.init, out=args.out, steps=args.steps, time_budget=args.time_budget or None,
                               train_clips=args.train_clips, window=args.window, reappear_prob=args.reappear_prob,
+                              occlusion_weight=args.occlusion_weight,
                               lr=args.lr,
                               heads_lr_scale=args.heads_lr_scale, seed=args.seed, progress=not args.no_progress)
     summary = train_memory(settings, device=args.device)
