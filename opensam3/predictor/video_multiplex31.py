@@ -153,7 +153,8 @@ class Multiplex31VideoTracker:
             state.features.move_to_end(frame_idx)
             return cached
         backbone = self.image_model.backbone.vision_backbone
-        levels, positions = backbone.tracker_levels(self.frame_trunk(state.video, frame_idx), count=3)
+        count = len(self.image_model.config.vision.scale_factors) - 1  # the coarsest level is not used
+        levels, positions = backbone.tracker_levels(self.frame_trunk(state.video, frame_idx), count=count)
         level0, level1, image = (level.to(self.dtype) for level in levels)
         pos = positions[-1].to(self.dtype)
         interactive = FrameFeatures(image, self.interactive.sam_mask_decoder.project_high_res(level0, level1), pos)
