@@ -123,6 +123,28 @@ def test_buckets_are_independent_so_one_per_bucket_equals_tracking_alone(parts, 
 
 
 @torch.inference_mode()
+def test_memory_rows_and_pointers_follow_the_propagation_direction(parts, frames):
+    tracker = Multiplex31VideoTracker(*parts)
+    state = tracker.init_state(frames)
+    prompt_objects(tracker, state, objects=[0], frame=2)
+    tracker._preflight(state)
+    last = CONFIG.num_maskmem - 1
+    spatial, pointers = tracker._memories(state, 4, reverse=False)  # prompt 2 frames back
+    assert [m.tpos_row for m in spatial] == [last - 2] and [p.distance for p in pointers] == [2]
+    spatial, pointers = tracker._memories(state, 0, reverse=True)   # backward: also 2 frames back
+    assert [m.tpos_row for m in spatial] == [last - 2] and [p.distance for p in pointers] == [2]
+    # tracking forward from before the prompted frame: its memory is read, its pointers are not
+    spatial, pointers = tracker._memories(state, 0, reverse=False)
+    assert [m.tpos_row for m in spatial] == [last] and pointers == []
+    outputs = list(tracker.propagate_in_video(state, start_frame_idx=0))
+    assert [o.frame_idx for o in outputs] == [0, 1, 2, 3, 4]
+    # the prompted frame, then tracked frames 0, 1 and 3 (4, 3 and 1 back; frame 2 is the prompt), oldest first
+    spatial, pointers = tracker._memories(state, 4, reverse=False)
+    assert [m.tpos_row for m in spatial] == [last - 2, 3, 2, 0]
+    assert [p.distance for p in pointers] == [2, 1, 3, 4]
+
+
+@torch.inference_mode()
 def test_objects_fill_buckets_in_order(parts, frames):
     tracker = Multiplex31VideoTracker(*parts, objects_per_bucket=3)
     state = tracker.init_state(frames)

@@ -258,15 +258,18 @@ class Multiplex31VideoTracker:
         config, cond = self.config, state.prompt_frame
         step = 1 if reverse else -1
         stored = state.frames[cond]
+        # how far the prompted frame lies in the past of this propagation (<= 0: ahead of it)
+        behind = (cond - frame_idx) * step
         spatial = [SpatialMemory(stored.memory, stored.image, stored.image_pos,
-                                 spatial_tpos_row(abs(frame_idx - cond), True, config.num_maskmem))]
+                                 spatial_tpos_row(behind, True, config.num_maskmem))]
         for back in range(config.num_maskmem - 1, 0, -1):
             t = frame_idx + step * back
             if t != cond and t in state.frames:
                 past = state.frames[t]
                 spatial.append(SpatialMemory(past.memory, past.image, past.image_pos,
                                              spatial_tpos_row(back, False, config.num_maskmem)))
-        pointers = [PointerMemory(stored.pointers, abs(frame_idx - cond))]
+        # a prompted frame ahead of the propagation lends its memory but not its pointers (official rule)
+        pointers = [PointerMemory(stored.pointers, behind)] if behind >= 0 else []
         for back in range(1, min(state.num_frames, config.max_obj_ptrs_in_encoder)):
             t = frame_idx + step * back
             if t != cond and t in state.frames:
