@@ -40,7 +40,7 @@ from ..model.tracker.multiplex31 import (EMPTY, InteractiveHead, MultiplexTracke
                                          SpatialMemory, propagate, spatial_tpos_row)
 from ..model.tracker.tracking import FrameFeatures
 from .video_prompts import mask_prompt, point_prompt
-from .video_state import VideoFrameResult, processing_order
+from .video_state import VideoFrameResult, processing_order, recent_frames_cache
 from .video_tracker import video_frame_trunk
 
 
@@ -148,20 +148,17 @@ class Multiplex31VideoTracker:
     @torch.inference_mode()
     def frame_features(self, state: Multiplex31State, frame_idx: int) -> tuple[FrameFeatures, FrameFeatures]:
         """(interactive, propagation) features of one frame, batch 1; the last few are cached."""
-        cached = state.features.get(frame_idx)
-        if cached is not None:
-            state.features.move_to_end(frame_idx)
-            return cached
+        return recent_frames_cache(state.features, frame_idx, self.feature_cache_frames,
+                                   lambda: self._compute_features(state.video, frame_idx))
+
+    def _compute_features(self, video: Video, frame_idx: int) -> tuple[FrameFeatures, FrameFeatures]:
         backbone = self.image_model.backbone.vision_backbone
         count = len(self.image_model.config.vision.scale_factors) - 1  # the coarsest level is not used
-        levels, positions = backbone.tracker_levels(self.frame_trunk(state.video, frame_idx), count=count)
+        levels, positions = backbone.tracker_levels(self.frame_trunk(video, frame_idx), count=count)
         level0, level1, image = (level.to(self.dtype) for level in levels)
         pos = positions[-1].to(self.dtype)
         interactive = FrameFeatures(image, self.interactive.sam_mask_decoder.project_high_res(level0, level1), pos)
         propagation = FrameFeatures(image, self.tracker.sam_mask_decoder.project_high_res(level0, level1), pos)
-        state.features[frame_idx] = (interactive, propagation)
-        while len(state.features) > max(1, self.feature_cache_frames):
-            state.features.popitem(last=False)
         return interactive, propagation
 
     # ---- prompts ----
@@ -215,7 +212,9 @@ class Multiplex31VideoTracker:
                                                                  model_mask, self.tracker.no_obj_ptr_linear)
         low = F.interpolate(logits, size=(self.config.low_res_size,) * 2, mode="bilinear", align_corners=False,
                             antialias=True)
-        return self._store_prompt(state, frame_idx, obj_id, PromptOutput(low, logits, score, pointer))
+        size = self.config.image_size
+        high = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        return self._store_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
 
     def _video_masks(self, state: Multiplex31State, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) logits -> (N, H, W) bool at the video's resolution."""
@@ -238,9 +237,7 @@ class Multiplex31VideoTracker:
         count = len(state.obj_ids)
         slots = self._layout(count)
         prompts = [state.prompts[i] for i in range(count)]
-        size = self.config.image_size
-        high = torch.cat([F.interpolate(p.for_memory, size=(size, size), mode="bilinear", align_corners=False)
-                          for p in prompts])
+        high = torch.cat([p.for_memory for p in prompts])
         scores = torch.cat([p.score for p in prompts])
         pointers = torch.cat([p.pointer for p in prompts])
         _, propagation = self.frame_features(state, state.prompt_frame)

@@ -15,9 +15,9 @@ place of dicts:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 
@@ -39,6 +39,22 @@ class VideoFrameResult(NamedTuple):
     masks: torch.Tensor
     object_score_logits: torch.Tensor | None = None
     low_res_logits: torch.Tensor | None = None
+
+
+T = TypeVar("T")
+
+
+def recent_frames_cache(cache: OrderedDict[int, T], frame_idx: int, limit: int, compute: Callable[[], T]) -> T:
+    """``cache[frame_idx]``, computed on a miss; only the ``limit`` (at least 1) most recently
+    used frames are kept."""
+    cached = cache.get(frame_idx)
+    if cached is not None:
+        cache.move_to_end(frame_idx)
+        return cached
+    value = cache[frame_idx] = compute()
+    while len(cache) > max(1, limit):
+        cache.popitem(last=False)
+    return value
 
 
 def processing_order(start: int, max_frames: int | None, reverse: bool, num_frames: int) -> range | list[int]:

@@ -35,7 +35,7 @@ from ..model.tracker.tracker_memory import TrackerMemory
 from ..model.tracker.tracking import NO_OBJ_SCORE, FrameFeatures, memory_score, track_step
 from .video_prompts import apply_non_overlap, fill_holes_in_mask_scores, mask_prompt, point_prompt
 from .video_state import (COND, NON_COND, FrameRecord, MemoryView, TrackerVideoState, VideoFrameResult,
-                          processing_order)
+                          processing_order, recent_frames_cache)
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +144,8 @@ class VideoTracker:
     @torch.inference_mode()
     def frame_features(self, state: TrackerVideoState, frame_idx: int) -> FrameFeatures:
         """Tracker features of one frame, (1, ...) each; the last few frames are cached."""
-        cached = state.features.get(frame_idx)
-        if cached is not None:
-            state.features.move_to_end(frame_idx)
-            return cached
-        features = self.features_from_trunk(self.frame_trunk(state.video, frame_idx))
-        state.features[frame_idx] = features
-        while len(state.features) > max(1, state.cache_frames):
-            state.features.popitem(last=False)
-        return features
+        return recent_frames_cache(state.features, frame_idx, state.cache_frames,
+                                   lambda: self.features_from_trunk(self.frame_trunk(state.video, frame_idx)))
 
     def _track(self, state: TrackerVideoState, frame_idx: int, batch: int, bank: MemoryBank | None,
                is_init_cond_frame: bool, reverse: bool, run_mem_encoder: bool, coords=None, labels=None,

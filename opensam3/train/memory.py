@@ -262,8 +262,8 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
 
     comebacks = reappearance_windows(cache, s.window)
     if s.reappear_prob > 0 and not comebacks:
-        raise InvalidInputError(f"no {s.window}-frame window of the {len(cache.masks)} training clips has an object that "
-                         "vanishes and returns: lengthen --window or pass --reappear-prob 0")
+        raise InvalidInputError(f"no {s.window}-frame window of the {len(cache.masks)} training clips has an object "
+                                "that vanishes and returns: lengthen --window or pass --reappear-prob 0")
 
     def step_losses():
         if s.reappear_prob > 0 and rng.random() < s.reappear_prob:
