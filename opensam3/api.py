@@ -115,7 +115,8 @@ class Sam3(ConceptPredictor):
         super().__init__(model, confidence_threshold=confidence_threshold, nms_iou=nms_iou)
         self.tracker = tracker
         self.memory = memory  # the tracker's video memory path (official sam3.pt carries it)
-        self.interactive = InteractivePredictor(tracker) if tracker is not None else None
+        self.interactive = (InteractivePredictor(tracker, max_hole_area=model.config.interactive_hole_area)
+                            if tracker is not None else None)
 
     def video_tracker(self, **options):
         """The interactive video predictor (points, boxes, masks on any frame; propagation) on

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from opensam3.config import EMBEDDED, TINY
+from opensam3.api import build_model
+from opensam3.config import EMBEDDED, TINY, architecture_differences
 from opensam3.errors import CheckpointError, InvalidInputError
 from opensam3.model.sam3 import ImageFeatures
 from opensam3.model.tracker import TrackerHeads, TrackerHeadsConfig, load_tracker_heads
@@ -99,6 +100,18 @@ def test_hole_filling_keeps_the_official_share_of_the_mask():
     assert embedded.low_res_size == 64
     assert InteractivePredictor(TrackerHeads(embedded)).max_hole_area == pytest.approx(256 * (64 / 288) ** 2)
     assert InteractivePredictor(TrackerHeads(embedded), max_hole_area=0.0).max_hole_area == 0.0
+
+
+def test_the_model_config_sets_the_hole_filling_of_a_loaded_model():
+    from opensam3.api import Sam3
+
+    heads = TrackerHeads(TrackerHeadsConfig.from_model_config(TINY))
+    official = Sam3(build_model(TINY), tracker=heads)
+    assert official.interactive.max_hole_area == pytest.approx(256 * (heads.config.low_res_size / 288) ** 2)
+    ringed = Sam3(build_model(TINY.replace(interactive_hole_area=0.0)), tracker=heads)
+    assert ringed.interactive.max_hole_area == 0.0
+    # an inference setting: checkpoints of either config fit the other
+    assert architecture_differences(TINY, TINY.replace(interactive_hole_area=0.0)) == []
 
 
 def _reference_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

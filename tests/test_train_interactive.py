@@ -174,3 +174,39 @@ def test_continuing_from_a_combined_model_keeps_its_tracker(detector_checkpoint,
     assert torch.equal(neck.sam2_convs[0].conv_3x3.weight, saved.model.backbone.vision_backbone.sam2_convs[0].conv_3x3.weight)
     with pytest.raises(opensam3.errors.CheckpointError):
         load_for_interactive(detector_checkpoint, tracker_from=detector_checkpoint)
+
+
+def test_training_the_trunk_moves_it_and_pulls_it_back_to_the_frozen_output(detector_checkpoint):
+    settings = InteractiveSettings(init=str(detector_checkpoint), clicks=0, lr=3e-3, warmup=0, progress=False,
+                                   trunk_lr_scale=1.0, trunk_keep_weight=1.0)
+    model, heads = load_for_interactive(settings.init)
+    cache = build_cache(model, 2, seed=10, keep_pixels=True)
+    assert cache.pixels.shape == (2, 3, 140, 140) and cache.pixels.dtype == torch.float16
+    trunk = model.backbone.vision_backbone.trunk
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    trainable = trainable_modules(model, heads, train_trunk=True)
+    trainable.train()
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=settings.lr)
+    first = None
+    for _ in range(3):
+        out = interactive_loss(model, heads, cache, [0, 1], np.random.default_rng(5), torch.Generator().manual_seed(5),
+                               settings)
+        # the keep term starts at the fp16 rounding of the cached output (the trunk is unchanged)
+        first = out["trunk_keep"].item() if first is None else first
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    assert first < 1e-5 and out["trunk_keep"].item() > first
+    assert any(not torch.equal(v, trunk.state_dict()[k]) for k, v in before.items())
+    # the keep term alone pulls a moved trunk back towards the frozen output
+    keep_only = dataclasses.replace(settings, focal_weight=0.0, dice_weight=0.0, iou_weight=0.0, trunk_keep_weight=1.0)
+    optimizer = torch.optim.SGD(trunk.parameters(), lr=0.05)
+    start = interactive_loss(model, heads, cache, [0, 1], np.random.default_rng(5),
+                             torch.Generator().manual_seed(5), keep_only)["trunk_keep"].item()
+    for _ in range(5):
+        out = interactive_loss(model, heads, cache, [0, 1], np.random.default_rng(5), torch.Generator().manual_seed(5),
+                               keep_only)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    assert out["trunk_keep"].item() < start

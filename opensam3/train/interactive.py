@@ -71,6 +71,11 @@ class InteractiveSettings:
     # ... with its outputs scaled down: the official neck's features are about as large as the
     # decoder's position encodings; the detector neck's are ~3x larger, which slows learning
     neck_init_scale: float = 0.25
+    # the ViT trunk is frozen by default (its output cached); > 0 trains it too at this share of
+    # the head rate, with ``trunk_keep_weight`` x the normalised squared distance of its output to
+    # the frozen trunk's, which keeps the detector (it reads the same trunk) close to its training
+    trunk_lr_scale: float = 0.0
+    trunk_keep_weight: float = 1.0
     weight_decay: float = 0.01
     warmup: int = 100
     clip: float = 1.0
@@ -135,17 +140,19 @@ class SceneCache:
     masks: list[torch.Tensor]
     boxes: list[np.ndarray]
     centers: list[np.ndarray]
+    pixels: torch.Tensor | None = None  # (N, 3, S, S) float16 model inputs, kept when the trunk trains
 
 
 @torch.inference_mode()
-def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 16, progress: bool = False) -> SceneCache:
+def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 16, progress: bool = False,
+                keep_pixels: bool = False) -> SceneCache:
     from opensam3.synth import scene_stream
 
     cfg = model.config
     stream = scene_stream(seed, size=cfg.image_size)
     trunk = model.backbone.vision_backbone.trunk
     weight = next(trunk.parameters())  # the pixels go where the trunk is, in its dtype
-    chunks, masks, boxes, centers = [], [], [], []
+    chunks, masks, boxes, centers, inputs = [], [], [], [], []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -160,6 +167,8 @@ def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 
         pixels = preprocess([s.image for s in scenes], cfg.image_size, cfg.pixel_mean, cfg.pixel_std,
                             device=weight.device, dtype=weight.dtype)
         chunks.append(trunk(pixels).to(torch.float16))
+        if keep_pixels:
+            inputs.append(pixels.to(torch.float16))
         for scene in scenes:
             masks.append(torch.from_numpy(scene.masks))
             boxes.append(scene.boxes.astype(np.float32))
@@ -168,7 +177,7 @@ def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 
             bar.update(len(scenes))
     if bar is not None:
         bar.close()
-    return SceneCache(torch.cat(chunks), masks, boxes, centers)
+    return SceneCache(torch.cat(chunks), masks, boxes, centers, torch.cat(inputs) if keep_pixels else None)
 
 
 def _focal(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
@@ -215,8 +224,16 @@ def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCac
     moved there, so a given seed picks the same prompts on every device."""
     neck = model.backbone.vision_backbone
     weight = next(neck.sam2_convs.parameters())
-    with torch.set_grad_enabled(torch.is_grad_enabled() and s.neck_lr_scale > 0):
-        levels, _ = neck.tracker_levels(cache.trunk[images].to(device=weight.device, dtype=weight.dtype), 3)
+    frozen = cache.trunk[images].to(device=weight.device, dtype=weight.dtype)
+    keep = None
+    if cache.pixels is not None and s.trunk_lr_scale > 0:
+        trunk_out = neck.trunk(cache.pixels[images].to(device=weight.device, dtype=weight.dtype))
+        # squared distance to the frozen output relative to that output's own power
+        keep = (trunk_out - frozen).pow(2).mean() / frozen.pow(2).mean()
+    else:
+        trunk_out = frozen
+    with torch.set_grad_enabled(torch.is_grad_enabled() and (s.neck_lr_scale > 0 or keep is not None)):
+        levels, _ = neck.tracker_levels(trunk_out, 3)
     embedding = heads.embed_image(levels)
     device = embedding.image.device
     size = model.config.image_size
@@ -291,21 +308,27 @@ def interactive_loss(model: Sam3ImageModel, heads: TrackerHeads, cache: SceneCac
             labels = torch.cat((labels, click[:, None]), dim=1)
     out = {k: v / count for k, v in totals.items()}
     out["loss"] = out["mask"] + s.iou_weight * out["iou"]
+    if keep is not None:
+        out["trunk_keep"] = keep
+        out["loss"] = out["loss"] + s.trunk_keep_weight * keep
     for kind, values in first_iou.items():
         out[f"{kind}_iou"] = values.float().mean()
     return out
 
 
-def trainable_modules(model: Sam3ImageModel, heads: TrackerHeads, train_neck: bool = True) -> nn.Module:
-    """The tracker neck levels the heads use (unless ``train_neck`` is False) and the heads;
-    freezes everything else."""
+def trainable_modules(model: Sam3ImageModel, heads: TrackerHeads, train_neck: bool = True,
+                      train_trunk: bool = False) -> nn.Module:
+    """The tracker neck levels the heads use (unless ``train_neck`` is False), the heads and,
+    with ``train_trunk``, the ViT trunk; freezes everything else."""
     model.requires_grad_(False)
     neck = model.backbone.vision_backbone.sam2_convs
     used = len(model.config.vision.scale_factors) - 1
     for level in list(neck)[:used]:
         level.requires_grad_(train_neck)
     heads.requires_grad_(True)
-    return nn.ModuleDict({"neck": nn.ModuleList(list(neck)[:used]), "heads": heads})
+    trunk = model.backbone.vision_backbone.trunk
+    trunk.requires_grad_(train_trunk)
+    return nn.ModuleDict({"neck": nn.ModuleList(list(neck)[:used]), "heads": heads, "trunk": trunk})
 
 
 def train_interactive(s: InteractiveSettings, device: torch.device | str | None = None) -> dict:
@@ -323,13 +346,16 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     model, heads = load_for_interactive(s.init, s.neck_init_scale, s.tracker_from)
     if device is not None:
         model, heads = model.to(device), heads.to(device)
-    cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress)
+    train_trunk = s.trunk_lr_scale > 0
+    cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress, keep_pixels=train_trunk)
     cache_time = time.time() - start
-    trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0)
+    trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0, train_trunk=train_trunk)
     trainable.train()
     groups = param_groups(trainable["heads"], s.weight_decay)
     if s.neck_lr_scale > 0:
         groups += [dict(group, lr=s.lr * s.neck_lr_scale) for group in param_groups(trainable["neck"], s.weight_decay)]
+    if train_trunk:
+        groups += [dict(group, lr=s.lr * s.trunk_lr_scale) for group in param_groups(trainable["trunk"], s.weight_decay)]
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
 
@@ -375,6 +401,12 @@ def add_train_interactive_parser(subparsers):
     parser.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate of the heads ({defaults.lr:g})")
     parser.add_argument("--neck-lr-scale", type=float, default=defaults.neck_lr_scale,
                         help=f"tracker-neck learning rate / head learning rate ({defaults.neck_lr_scale:g})")
+    parser.add_argument("--trunk-lr-scale", type=float, default=defaults.trunk_lr_scale,
+                        help="train the ViT trunk too, at this share of the head learning rate (default 0: frozen); "
+                             "the detector reads the same trunk, so re-check it afterwards")
+    parser.add_argument("--trunk-keep-weight", type=float, default=defaults.trunk_keep_weight,
+                        help="weight of the trunk output's normalised squared distance to the frozen trunk "
+                             f"(keeps the detector close; default {defaults.trunk_keep_weight:g})")
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-scenes", type=int, default=200, help="held-out scenes to evaluate (0 = skip)")
@@ -392,7 +424,8 @@ def run_train_interactive(args) -> int:
         init=args.init, out=args.out, tracker_from=args.tracker_from, steps=args.steps, time_budget=args.time_budget or None,
         train_scenes=args.train_scenes, images_per_step=args.images_per_step,
         objects_per_image=args.objects_per_image, clicks=args.clicks, focal_weight=args.focal_weight, lr=args.lr,
-        neck_lr_scale=args.neck_lr_scale, warmup=args.warmup, seed=args.seed,
+        neck_lr_scale=args.neck_lr_scale, trunk_lr_scale=args.trunk_lr_scale,
+        trunk_keep_weight=args.trunk_keep_weight, warmup=args.warmup, seed=args.seed,
         progress=not args.no_progress)
     summary = train_interactive(settings, device=args.device)
     if args.eval_scenes:
