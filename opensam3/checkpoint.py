@@ -25,6 +25,8 @@ from .errors import CheckpointError
 
 DETECTOR_PREFIX = "detector."
 TRACKER_PREFIX = "tracker."
+# SAM 3.1 checkpoints hold the multiplex tracker one level down (the predictor wraps it as .model)
+MULTIPLEX_TRACKER_PREFIX = "tracker.model."
 HUB_REPO = "facebook/sam3"
 HUB_FILENAME = "sam3.pt"
 _RECOMPUTED_SUFFIXES = ("freqs_cis",)

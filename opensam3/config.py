@@ -27,8 +27,18 @@ class VisionConfig:
     # FPN neck
     neck_dim: int = 256
     scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    # coarsest levels built but never read (the official image model drops SAM 3's 0.5x level)
+    unused_levels: int = 1
     # the second (tracker) neck; the official checkpoint always carries it
     tracker_neck: bool = True
+    # SAM 3.1's two tracker necks instead: ``interactive_convs`` (prompted frames) and
+    # ``propagation_convs`` (the multiplex tracker), next to the detector's ``convs``
+    multiplex_necks: bool = False
+
+    @property
+    def used_levels(self) -> int:
+        """Pyramid levels the detector and the trackers read (finest first)."""
+        return len(self.scale_factors) - self.unused_levels
 
     @property
     def grid_size(self) -> int:
@@ -90,6 +100,15 @@ class Sam3Config:
 
 
 SAM3 = Sam3Config()
+
+# SAM 3.1 (``sam3.1_multiplex.pt``): SAM 3's detector and trunk on a three-pyramid neck with levels
+# 4x, 2x, 1x only (official Sam3TriViTDetNeck); the tracker is the multiplex one
+# (opensam3.load_multiplex_tracker).
+SAM3_1 = Sam3Config(
+    name="sam3.1",
+    vision=dataclasses.replace(VisionConfig(), scale_factors=(4.0, 2.0, 1.0), unused_levels=0, tracker_neck=False,
+                               multiplex_necks=True),
+)
 
 TINY = Sam3Config(
     name="tiny",
@@ -158,7 +177,7 @@ EMBEDDED = Sam3Config(
     interactive_hole_area=0.0,
 )
 
-CONFIGS: dict[str, Sam3Config] = {"sam3": SAM3, "tiny": TINY, "embedded": EMBEDDED}
+CONFIGS: dict[str, Sam3Config] = {"sam3": SAM3, "sam3.1": SAM3_1, "tiny": TINY, "embedded": EMBEDDED}
 
 
 def get_config(name: str) -> Sam3Config:

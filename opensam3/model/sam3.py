@@ -144,7 +144,7 @@ class Sam3ImageModel(nn.Module):
         neck = self.backbone.vision_backbone
         trunk = neck.trunk(pixels)
         # the coarsest pyramid level (scale 0.5) is unused by both heads (official scalp=1)
-        used = len(self.config.vision.scale_factors) - 1
+        used = self.config.vision.used_levels
         fpn, fpn_pos = neck.detector_levels(trunk, used)
         if neck.sam2_convs is None:
             return ImageFeatures(fpn, fpn_pos)

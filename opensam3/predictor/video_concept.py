@@ -127,7 +127,7 @@ class ConceptVideoTracker:
             return cached
         trunk = self.tracker.frame_trunk(state.video, frame_idx)
         fpn, fpn_pos = self.model.backbone.vision_backbone.detector_levels(
-            trunk, len(self.model.config.vision.scale_factors) - 1)
+            trunk, self.model.config.vision.used_levels)
         state.features[frame_idx] = self.tracker.features_from_trunk(trunk, via_bfloat16=True)
         features = ImageFeatures(fpn, fpn_pos)
         state.detector_features[frame_idx] = features

@@ -15,10 +15,10 @@ Scope, stated plainly:
   replaces its prompt) before the first propagation; propagation then runs forward and/or
   backward from that frame. Corrections on later frames and objects joining mid-video (the
   official "dynamic" state) are not implemented: ``reset_state`` and prompt again.
-* Frame features come from the model's tracker neck for both heads. The official SAM 3.1
-  backbone has separate interactive and propagation necks (``Sam3TriViTDetNeck``); no SAM 3.1
-  checkpoint loader exists here yet, so the weights are whatever the caller built (the benchmark
-  seeds them).
+* Frame features: with a SAM 3.1 backbone (``multiplex_necks``), the interactive head reads the
+  interactive neck and the multiplex tracker the propagation neck, as the official
+  ``Sam3TriViTDetNeck``; on a SAM 3 backbone its one tracker neck serves both. Official SAM 3.1
+  weights load with :func:`opensam3.load_multiplex_tracker`.
 * ``objects_per_bucket=1`` puts every object alone in slot 0 of its own bucket: the per-object
   baseline of the same weights. Objects sharing a bucket influence each other by design, so the
   two layouts do not give the same masks; buckets are independent of each other.
@@ -90,7 +90,8 @@ class Multiplex31State:
 
 
 class Multiplex31VideoTracker:
-    """SAM 3.1 multiplex tracking on a SAM 3 image model's backbone (see the module docstring).
+    """SAM 3.1 multiplex tracking on an image model's backbone (SAM 3.1's, or SAM 3's tracker
+    neck; see the module docstring).
 
     ``objects_per_bucket``: slots filled per bucket (default: all ``multiplex_count``; 1 = the
     per-object baseline). ``memory_dtype``: storage of bucket memories (bf16, as the official
@@ -100,8 +101,9 @@ class Multiplex31VideoTracker:
     def __init__(self, image_model, interactive: InteractiveHead, tracker: MultiplexTracker,
                  objects_per_bucket: int | None = None, memory_dtype: torch.dtype = torch.bfloat16,
                  feature_cache_frames: int = 2):
-        if image_model.backbone.vision_backbone.sam2_convs is None:
-            raise InvalidInputError("this model was built without the tracker neck, so it cannot track objects")
+        backbone = image_model.backbone.vision_backbone
+        if backbone.sam2_convs is None and backbone.interactive_convs is None:
+            raise InvalidInputError("this model was built without a tracker neck, so it cannot track objects")
         config = tracker.config
         if (image_model.config.image_size, image_model.config.vision.neck_dim) != (config.image_size, config.dim):
             raise InvalidInputError(
@@ -153,13 +155,17 @@ class Multiplex31VideoTracker:
 
     def _compute_features(self, video: Video, frame_idx: int) -> tuple[FrameFeatures, FrameFeatures]:
         backbone = self.image_model.backbone.vision_backbone
-        count = len(self.image_model.config.vision.scale_factors) - 1  # the coarsest level is not used
-        levels, positions = backbone.tracker_levels(self.frame_trunk(video, frame_idx), count=count)
-        level0, level1, image = (level.to(self.dtype) for level in levels)
-        pos = positions[-1].to(self.dtype)
-        interactive = FrameFeatures(image, self.interactive.sam_mask_decoder.project_high_res(level0, level1), pos)
-        propagation = FrameFeatures(image, self.tracker.sam_mask_decoder.project_high_res(level0, level1), pos)
-        return interactive, propagation
+        count = self.image_model.config.vision.used_levels
+        trunk = self.frame_trunk(video, frame_idx)
+        if backbone.interactive_convs is not None:  # SAM 3.1's own necks
+            necks = backbone.multiplex_levels(trunk, count=count)
+        else:  # a SAM 3 backbone: its tracker neck serves both heads
+            necks = (backbone.tracker_levels(trunk, count=count),) * 2
+        out = []
+        for (levels, positions), decoder in zip(necks, (self.interactive.sam_mask_decoder, self.tracker.sam_mask_decoder)):
+            level0, level1, image = (level.to(self.dtype) for level in levels)
+            out.append(FrameFeatures(image, decoder.project_high_res(level0, level1), positions[-1].to(self.dtype)))
+        return out[0], out[1]
 
     # ---- prompts ----
     def _check_prompt(self, state: Multiplex31State, frame_idx, obj_id) -> tuple[int, int]:

@@ -131,7 +131,7 @@ class VideoTracker:
         output through bf16 first, as the official detector does when it hands frames to the tracker."""
         neck = self.image_model.backbone.vision_backbone
         # the coarsest level is dropped, as for the detector (official scalp=1)
-        levels, positions = neck.tracker_levels(trunk, count=len(self.image_model.config.vision.scale_factors) - 1)
+        levels, positions = neck.tracker_levels(trunk, count=self.image_model.config.vision.used_levels)
         if via_bfloat16:
             levels = [level.to(torch.bfloat16) for level in levels]
         # the backbone may run in bf16 while the tracker runs in its own dtype (float32 by default);

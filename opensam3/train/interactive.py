@@ -322,7 +322,7 @@ def trainable_modules(model: Sam3ImageModel, heads: TrackerHeads, train_neck: bo
     with ``train_trunk``, the ViT trunk; freezes everything else."""
     model.requires_grad_(False)
     neck = model.backbone.vision_backbone.sam2_convs
-    used = len(model.config.vision.scale_factors) - 1
+    used = model.config.vision.used_levels
     for level in list(neck)[:used]:
         level.requires_grad_(train_neck)
     heads.requires_grad_(True)

@@ -141,7 +141,7 @@ def _frame_features(model: Sam3ImageModel, heads: TrackerHeads, trunk: torch.Ten
     """(T, D, g, g) trunk maps -> per frame (image (1, C, e, e), high-res levels, position)."""
     neck = model.backbone.vision_backbone
     with torch.no_grad():
-        levels, positions = neck.tracker_levels(trunk, count=len(model.config.vision.scale_factors) - 1)
+        levels, positions = neck.tracker_levels(trunk, count=model.config.vision.used_levels)
     s0, s1 = heads.sam_mask_decoder.project_high_res(levels[0], levels[1])
     return [(levels[2][t:t + 1], (s0[t:t + 1], s1[t:t + 1]), positions[2][t:t + 1]) for t in range(trunk.shape[0])]
 

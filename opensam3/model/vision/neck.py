@@ -2,6 +2,8 @@
 
 SAM 3 keeps two pyramids with identical structure and separate weights over one trunk:
 ``convs`` feeds the detector, ``sam2_convs`` the SAM 2 style tracker / point-prompt decoder.
+SAM 3.1 keeps three: ``convs``, ``interactive_convs`` (its per-object prompt head) and
+``propagation_convs`` (the multiplex tracker).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class DualFPNNeck(nn.Module):
 
     forward(images (B, 3, S, S) normalised float) -> :class:`VisionFeatures`.
     ``pyramid(trunk_map)`` runs the necks alone on a precomputed (B, embed_dim, g, g) trunk map.
-    State dict: ``trunk.*``, ``convs.*`` and, with the tracker neck, ``sam2_convs.*``.
+    State dict: ``trunk.*``, ``convs.*`` and, with the tracker neck, ``sam2_convs.*``; with
+    ``cfg.multiplex_necks`` (SAM 3.1) ``interactive_convs.*`` and ``propagation_convs.*`` instead.
     """
 
     def __init__(self, cfg: VisionConfig):
@@ -70,14 +73,19 @@ class DualFPNNeck(nn.Module):
         self.cfg = cfg
         self.trunk = VisionTransformer(cfg)
         self.position_encoding = SinePositionEncoding(cfg.neck_dim)
-        self.convs = nn.ModuleList(
-            _pyramid_level(cfg.embed_dim, cfg.neck_dim, s) for s in cfg.scale_factors
-        )
+        self.convs = self._pyramid(cfg)
         self.sam2_convs: nn.ModuleList | None = None
         if cfg.tracker_neck:
-            self.sam2_convs = nn.ModuleList(
-                _pyramid_level(cfg.embed_dim, cfg.neck_dim, s) for s in cfg.scale_factors
-            )
+            self.sam2_convs = self._pyramid(cfg)
+        self.interactive_convs: nn.ModuleList | None = None
+        self.propagation_convs: nn.ModuleList | None = None
+        if cfg.multiplex_necks:
+            self.interactive_convs = self._pyramid(cfg)
+            self.propagation_convs = self._pyramid(cfg)
+
+    @staticmethod
+    def _pyramid(cfg: VisionConfig) -> nn.ModuleList:
+        return nn.ModuleList(_pyramid_level(cfg.embed_dim, cfg.neck_dim, s) for s in cfg.scale_factors)
 
     def detector_levels(self, trunk_map: torch.Tensor, count: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The first ``count`` detector levels (all by default) and their position encodings."""
@@ -88,6 +96,13 @@ class DualFPNNeck(nn.Module):
         if self.sam2_convs is None:
             raise ValueError("this vision backbone was built without the tracker neck")
         return self._levels(self.sam2_convs, trunk_map, count)
+
+    def multiplex_levels(self, trunk_map: torch.Tensor, count: int | None = None
+                         ) -> tuple[tuple[list[torch.Tensor], list[torch.Tensor]], tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """SAM 3.1: (interactive levels, encodings) and (propagation levels, encodings)."""
+        if self.interactive_convs is None or self.propagation_convs is None:
+            raise ValueError("this vision backbone was built without SAM 3.1's interactive and propagation necks")
+        return self._levels(self.interactive_convs, trunk_map, count), self._levels(self.propagation_convs, trunk_map, count)
 
     def _levels(self, convs: nn.ModuleList, trunk_map: torch.Tensor, count: int | None):
         features = [level(trunk_map) for level in list(convs)[:count]]

@@ -1,0 +1,126 @@
+"""Loading SAM 3.1 checkpoints: the three-pyramid backbone (``sam3.1`` config), the official
+``detector.*`` / ``tracker.model.*`` layout, and ``opensam3.load_multiplex_tracker``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import opensam3
+from opensam3.config import SAM3_1, TINY
+from opensam3.errors import CheckpointError
+from opensam3.model.sam3 import Sam3ImageModel
+from opensam3.model.tracker.multiplex31 import InteractiveHead, MultiplexTracker, MultiplexTrackerConfig
+from opensam3.predictor.video_multiplex31 import Multiplex31VideoTracker
+from opensam3.seeded import seed_module
+
+TINY_31 = TINY.replace(name="tiny-3.1", vision=dataclasses.replace(
+    TINY.vision, scale_factors=(4.0, 2.0, 1.0), unused_levels=0, tracker_neck=False, multiplex_necks=True))
+TRACKER = MultiplexTrackerConfig(image_size=336, dim=256, multiplex_count=4, decoder_mlp_dim=256,
+                                 attention_layers=1, attention_ffn=256, mask_first_channels=1)
+
+
+def official_layout(model, interactive, tracker) -> dict[str, torch.Tensor]:
+    state = {f"detector.{k}": v for k, v in model.state_dict().items()}
+    for part in (interactive, tracker):
+        state.update({f"tracker.model.{k}": v for k, v in part.state_dict().items()})
+    return state
+
+
+def test_full_size_layout_has_the_released_tensor_count():
+    with torch.device("meta"):
+        model, tracker_config = Sam3ImageModel(SAM3_1), MultiplexTrackerConfig()
+        state = official_layout(model, InteractiveHead(tracker_config), MultiplexTracker(tracker_config))
+    neck = [k for k in state if k.startswith("detector.backbone.vision_backbone.") and "convs" in k]
+    assert {k.split(".")[3] for k in neck} == {"convs", "interactive_convs", "propagation_convs"}
+    assert not any(".convs.3." in k for k in neck)  # no 0.5x level
+    shape = tuple(state["detector.backbone.vision_backbone.interactive_convs.0.dconv_2x2_0.weight"].shape)
+    assert shape == (1024, 512, 2, 2)
+    # + the ViT's 32 recomputed RoPE tables (one per block) that official files also store:
+    # 1623 tensors, the count stated for sam3.1_multiplex.pt (docs/sam31_multiplex_notes.md)
+    assert len(state) + SAM3_1.vision.depth == 1623
+    assert SAM3_1.vision.used_levels == 3 and opensam3.get_config("sam3.1") == SAM3_1
+
+
+@pytest.fixture(scope="module")
+def parts():
+    torch.manual_seed(0)
+    model = Sam3ImageModel(TINY_31).eval()
+    seed_module(model, prefix="detector.")
+    interactive, tracker = InteractiveHead(TRACKER).eval(), MultiplexTracker(TRACKER).eval()
+    seed_module(interactive, prefix="tracker.model.")
+    seed_module(tracker, prefix="tracker.model.")
+    with torch.no_grad():  # seeded scores sit near 0: make objects present so masks are real
+        tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
+        interactive.interactive_sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
+    return model, interactive, tracker
+
+
+@pytest.fixture(scope="module")
+def checkpoint(parts, tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam31") / "sam3.1_multiplex.pt"
+    torch.save({"model": official_layout(*parts)}, path)
+    return path
+
+
+def run(tracker: Multiplex31VideoTracker, frames: np.ndarray) -> list[torch.Tensor]:
+    state = tracker.init_state(frames)
+    first = tracker.add_new_points_or_box(state, 0, 1, box=[20, 10, 70, 60])
+    tracker.add_new_points_or_box(state, 0, 2, points=[[100, 70]], labels=[1])
+    return [first.masks] + [out.masks for out in tracker.propagate_in_video(state)]
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(3)
+    return rng.integers(0, 256, (3, 96, 128, 3)).astype(np.uint8)
+
+
+@torch.inference_mode()
+def test_loaded_tracker_equals_the_modules_it_was_saved_from(parts, checkpoint, frames):
+    loaded = opensam3.load_multiplex_tracker(checkpoint, config=TINY_31, tracker_config=TRACKER)
+    for ours, theirs in zip(loaded.image_model.state_dict().values(), parts[0].state_dict().values()):
+        assert torch.equal(ours, theirs)
+    assert all(torch.equal(v, parts[2].state_dict()[k]) for k, v in loaded.tracker.state_dict().items())
+    assert all(torch.equal(v, parts[1].state_dict()[k]) for k, v in loaded.interactive.state_dict().items())
+    direct = Multiplex31VideoTracker(*parts)
+    for a, b in zip(run(loaded, frames), run(direct, frames)):
+        assert torch.equal(a, b)
+
+
+@torch.inference_mode()
+def test_each_head_reads_its_own_neck(parts, frames):
+    model, interactive, tracker = parts
+    before = run(Multiplex31VideoTracker(model, interactive, tracker), frames)
+    altered = Sam3ImageModel(TINY_31).eval()
+    altered.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in altered.backbone.vision_backbone.propagation_convs.parameters():
+            p.mul_(-1.0)
+    after = run(Multiplex31VideoTracker(altered, interactive, tracker), frames)
+    assert torch.equal(before[0], after[0])  # the prompted frame: interactive neck only
+    assert any(not torch.equal(a, b) for a, b in zip(before[1:], after[1:]))  # tracked frames: propagation neck
+
+
+def test_clear_errors_for_the_wrong_checkpoint(parts, checkpoint, tmp_path):
+    model, interactive, tracker = parts
+    sam3_style = {f"detector.{k}": v for k, v in model.state_dict().items()}
+    sam3_style.update({f"tracker.{k}": v for k, v in tracker.state_dict().items()})
+    torch.save({"model": sam3_style}, tmp_path / "sam3.pt")
+    with pytest.raises(CheckpointError, match="load_video_tracker"):
+        opensam3.load_multiplex_tracker(tmp_path / "sam3.pt", config=TINY_31, tracker_config=TRACKER)
+    broken = official_layout(*parts)
+    del broken["tracker.model.output_valid_embed"]
+    torch.save({"model": broken}, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="output_valid_embed"):
+        opensam3.load_multiplex_tracker(tmp_path / "broken.pt", config=TINY_31, tracker_config=TRACKER)
+    with pytest.raises(CheckpointError, match="multiplex_necks"):
+        opensam3.load_multiplex_tracker(checkpoint, config=TINY, tracker_config=TRACKER)
+    with pytest.raises(CheckpointError, match="load_multiplex_tracker"):
+        opensam3.load_video_tracker(checkpoint, config=TINY_31)
+    # the detector of a SAM 3.1 file serves concept prompts through opensam3.load
+    sam = opensam3.load(checkpoint, config=TINY_31)
+    assert sam.tracker is None and sam.model.config.vision.multiplex_necks
