@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import (
+    HUB_FILENAME_31,
     HUB_REPO,
+    HUB_REPO_31,
     TRACKER_PREFIX,
     SplitCheckpoint,
     check_state_dict,
@@ -87,8 +89,8 @@ def embedded_weights() -> Path:
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
-    """A path, 'facebook/sam3' / 'sam3' (download), 'embedded', or None ($OPENSAM3_CHECKPOINT,
-    else the embedded model)."""
+    """A path, 'facebook/sam3' / 'sam3' or 'facebook/sam3.1' / 'sam3.1' (download), 'embedded',
+    or None ($OPENSAM3_CHECKPOINT, else the embedded model)."""
     if checkpoint is None:
         checkpoint = os.environ.get(CHECKPOINT_ENV) or EMBEDDED_NAME
     text = str(checkpoint)
@@ -102,6 +104,8 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
         return path
     if text in (HUB_REPO, "sam3") and not Path(text).exists():
         return download_official()
+    if text in (HUB_REPO_31, "sam3.1") and not Path(text).exists():
+        return download_official(HUB_REPO_31, HUB_FILENAME_31)
     return Path(checkpoint).expanduser()
 
 

@@ -29,6 +29,9 @@ TRACKER_PREFIX = "tracker."
 MULTIPLEX_TRACKER_PREFIX = "tracker.model."
 HUB_REPO = "facebook/sam3"
 HUB_FILENAME = "sam3.pt"
+# SAM 3.1 (the file name as third-party loaders use it; not fetched from here: no network)
+HUB_REPO_31 = "facebook/sam3.1"
+HUB_FILENAME_31 = "sam3.1_multiplex.pt"
 _RECOMPUTED_SUFFIXES = ("freqs_cis",)
 
 

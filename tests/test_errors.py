@@ -148,3 +148,5 @@ def test_hub_download_without_network_names_the_file(monkeypatch):
         opensam3.Sam3.from_pretrained()
     with pytest.raises(CheckpointError, match="sam3.pt"):
         opensam3.load("facebook/sam3")
+    with pytest.raises(CheckpointError, match=r"sam3\.1_multiplex\.pt from https://huggingface\.co/facebook/sam3\.1"):
+        opensam3.load_multiplex_tracker("facebook/sam3.1")
