@@ -16,7 +16,7 @@ from opensam3.model.tracker.config import TrackerMemoryConfig
 from opensam3.predictor.video_concept_rules import ConceptVideoConfig
 from opensam3.train.interactive import InteractiveSettings, train_interactive
 from opensam3.train.memory import (ClipCache, MemorySettings, build_clip_cache, evaluate_tracking, fresh_memory,
-                                   reappearance_windows, train_memory, window_loss)
+                                   reappearance_windows, train_memory, window_frames, window_loss)
 from test_train_interactive import MICRO, _one_thread  # noqa: F401 (autouse: one CPU thread here too)
 
 
@@ -88,6 +88,21 @@ def test_saved_model_tracks_and_evaluates(interactive_checkpoint, tmp_path):
         assert metrics["object_frames"] > 0 and 0.0 <= metrics["mean_j"] <= 1.0
 
 
+def test_a_strided_window_is_the_window_of_a_sparser_clip(interactive_checkpoint):
+    sam = opensam3.load(interactive_checkpoint)
+    model, heads = sam.model.float(), sam.tracker.float()
+    memory = fresh_memory(TrackerMemoryConfig.from_model_config(model.config))
+    cache = build_clip_cache(model, 1, seed=20, num_frames=5)
+    sparse = ClipCache(cache.trunk[:, 0::2], [cache.masks[0][0::2]], [cache.boxes[0][0::2]])
+    settings = MemorySettings(init="", window=3, mask_prompt_prob=1.0)
+    with torch.no_grad():
+        strided = window_loss(model, heads, memory, cache, 0, 0, np.random.default_rng(3), settings, stride=2)
+        plain = window_loss(model, heads, memory, sparse, 0, 0, np.random.default_rng(3), settings)
+        consecutive = window_loss(model, heads, memory, cache, 0, 0, np.random.default_rng(3), settings)
+    torch.testing.assert_close(strided["loss"], plain["loss"], atol=1e-6, rtol=0)
+    assert abs(float(strided["loss"]) - float(consecutive["loss"])) > 1e-3
+
+
 def test_reappearance_windows_find_objects_that_vanish_and_return():
     masks = torch.zeros(8, 3, 10, 10, dtype=torch.bool)
     masks[:, 0, :5, :5] = True          # always visible
@@ -96,9 +111,12 @@ def test_reappearance_windows_find_objects_that_vanish_and_return():
     masks[:3, 2, :2, :2] = True         # leaves for good after frame 2 (4 px: too small to prompt)
     cache = ClipCache(torch.zeros(1, 8, 1, 1, 1), [masks], [np.zeros((8, 3, 4))])
     # the hidden object must show on the window's first frame and again before its end
-    assert reappearance_windows(cache, window=6) == [(0, 0), (0, 1)]
-    assert reappearance_windows(cache, window=5) == [(0, 1)]
+    assert reappearance_windows(cache, window=6) == [(0, 0, 1), (0, 1, 1)]
+    assert reappearance_windows(cache, window=5) == [(0, 1, 1)]
     assert reappearance_windows(cache, window=4) == []
+    # every other frame: frames 1, 3, 5, 7 (hidden on 3, back on 5) and 0, 2, 4, 6 (back on 6)
+    assert reappearance_windows(cache, window=4, max_stride=2) == [(0, 0, 2), (0, 1, 2)]
+    assert window_frames(1, 4, 2) == [1, 3, 5, 7]
 
 
 def test_a_further_interactive_run_keeps_the_video_memory(interactive_checkpoint, tmp_path):

@@ -55,6 +55,9 @@ class MemorySettings:
     train_clips: int = 200
     clip_frames: int = 16
     window: int = 6                     # frames per step: one prompted, the rest tracked
+    # a window takes every s-th frame, s drawn from 1..max_stride per step: objects then move
+    # further between memory frames, so the memory must find them away from where they were
+    max_stride: int = 1
     reappear_prob: float = 0.0          # share of steps drawn from windows where an object vanishes and returns
     occlusion_weight: float = 1.0       # loss weight of an object once it has been hidden in the window
     max_objects: int = 6
@@ -120,20 +123,26 @@ def fresh_memory(config: TrackerMemoryConfig) -> TrackerMemory:
     return memory
 
 
-def reappearance_windows(cache: ClipCache, window: int) -> list[tuple[int, int]]:
-    """(clip, first frame) of every window in which an object prompted on the first frame (at
-    least MIN_PROMPT_PIXELS visible) vanishes completely and is visible again before the window
-    ends: the windows that teach the memory to re-find an object after a full occlusion."""
+def window_frames(first: int, window: int, stride: int = 1) -> list[int]:
+    return list(range(first, first + stride * (window - 1) + 1, stride))
+
+
+def reappearance_windows(cache: ClipCache, window: int, max_stride: int = 1) -> list[tuple[int, int, int]]:
+    """(clip, first frame, stride) of every window (``window`` frames, every stride-th) in which
+    an object prompted on the first frame (at least MIN_PROMPT_PIXELS visible) vanishes completely
+    and is visible again before the window ends: the windows that teach the memory to re-find an
+    object after a full occlusion."""
     found = []
     for clip, masks in enumerate(cache.masks):
         area = masks.flatten(2).sum(2)  # (T, K)
-        for first in range(area.shape[0] - window + 1):
-            span = area[first:first + window]
-            for obj in torch.nonzero(span[0] >= MIN_PROMPT_PIXELS)[:, 0].tolist():
-                gone = torch.nonzero(span[:, obj] == 0)[:, 0]
-                if len(gone) and bool((span[int(gone[0]):, obj] > 0).any()):
-                    found.append((clip, first))
-                    break
+        for stride in range(1, max_stride + 1):
+            for first in range(area.shape[0] - stride * (window - 1)):
+                span = area[window_frames(first, window, stride)]
+                for obj in torch.nonzero(span[0] >= MIN_PROMPT_PIXELS)[:, 0].tolist():
+                    gone = torch.nonzero(span[:, obj] == 0)[:, 0]
+                    if len(gone) and bool((span[int(gone[0]):, obj] > 0).any()):
+                        found.append((clip, first, stride))
+                        break
     return found
 
 
@@ -182,11 +191,16 @@ def _frame_loss(out, target: torch.Tensor, visible: torch.Tensor, multimask: boo
 
 
 def window_loss(model: Sam3ImageModel, heads: TrackerHeads, memory: TrackerMemory, cache: ClipCache, clip: int,
-                start: int, rng: np.random.Generator, s: MemorySettings) -> dict[str, torch.Tensor] | None:
+                start: int, rng: np.random.Generator, s: MemorySettings, stride: int = 1
+                ) -> dict[str, torch.Tensor] | None:
     """Prompt the objects visible on frame ``start`` of clip ``clip``, track them through the
-    window, and return the mean losses (None if no object shows enough on the first frame)."""
+    window (every ``stride``-th frame), and return the mean losses (None if no object shows
+    enough on the first frame)."""
+    picked = window_frames(start, s.window, stride)
+    # the tracker sees the picked frames as consecutive ones (as if the clip were filmed sparser)
     frames = range(start, start + s.window)
-    masks = cache.masks[clip][start:start + s.window]  # (W, K, S, S)
+    clip_length = start + (cache.trunk.shape[1] - 1 - start) // stride + 1  # of that sparser clip
+    masks = cache.masks[clip][picked]  # (W, K, S, S)
     first = masks[0].flatten(1).sum(1) >= MIN_PROMPT_PIXELS
     objects = torch.nonzero(first)[:, 0].tolist()
     if not objects:
@@ -194,7 +208,7 @@ def window_loss(model: Sam3ImageModel, heads: TrackerHeads, memory: TrackerMemor
     objects = [objects[i] for i in rng.permutation(len(objects))[:s.max_objects]]
     masks = masks[:, objects]
     batch, size = len(objects), model.config.image_size
-    features = _frame_features(model, heads, cache.trunk[clip, start:start + s.window].float())
+    features = _frame_features(model, heads, cache.trunk[clip, picked].float())
     bank = MemoryBank()
     draw = rng.random()
     kind = "mask" if draw < s.mask_prompt_prob else ("box" if draw < s.mask_prompt_prob + s.box_prob else "click")
@@ -216,7 +230,7 @@ def window_loss(model: Sam3ImageModel, heads: TrackerHeads, memory: TrackerMemor
                 coords, labels = _first_prompts(kind, cache.boxes[clip][start][objects], masks[0], rng, size)
                 conditioned = (image + heads.no_mem_embed.reshape(1, -1, 1, 1)).expand(batch, -1, -1, -1)
             else:
-                conditioned = memory.condition(image, frame_idx, bank, cache.trunk.shape[1], image_pos=pos)
+                conditioned = memory.condition(image, frame_idx, bank, clip_length, image_pos=pos)
             multimask = use_multimask(0 if labels is None else labels.shape[1])
             raw = run_heads(heads, conditioned, high_res, coords, labels, None, multimask)
             # objects in an occlusion episode (hidden since the prompt, or back after hiding) weigh more
@@ -260,17 +274,24 @@ def train_memory(s: MemorySettings, device: torch.device | str | None = None) ->
     groups += [dict(group, lr=s.lr * s.heads_lr_scale) for group in param_groups(heads, s.weight_decay)]
     rng = np.random.default_rng(s.seed)
 
-    comebacks = reappearance_windows(cache, s.window)
+    if s.max_stride < 1:
+        raise InvalidInputError(f"--max-stride must be at least 1; got {s.max_stride}")
+    # the widest stride whose window still fits in a clip
+    widest = max(1, min(s.max_stride, (s.clip_frames - 1) // max(s.window - 1, 1)))
+    comebacks = reappearance_windows(cache, s.window, s.max_stride)
     if s.reappear_prob > 0 and not comebacks:
         raise InvalidInputError(f"no {s.window}-frame window of the {len(cache.masks)} training clips has an object "
                                 "that vanishes and returns: lengthen --window or pass --reappear-prob 0")
 
     def step_losses():
         if s.reappear_prob > 0 and rng.random() < s.reappear_prob:
-            clip, first = comebacks[int(rng.integers(len(comebacks)))]
-            return window_loss(model, heads, memory, cache, clip, first, rng, s)
+            clip, first, stride = comebacks[int(rng.integers(len(comebacks)))]
+            return window_loss(model, heads, memory, cache, clip, first, rng, s, stride)
         clip = int(rng.integers(len(cache.masks)))
-        return window_loss(model, heads, memory, cache, clip, int(rng.integers(s.clip_frames - s.window + 1)), rng, s)
+        stride = int(rng.integers(1, widest + 1))
+        span = stride * (s.window - 1) + 1
+        return window_loss(model, heads, memory, cache, clip, int(rng.integers(s.clip_frames - span + 1)), rng, s,
+                           stride)
 
     summary = optimise(step_losses, groups, s.lr, s.steps, s.time_budget, s.warmup, s.clip, out / "log.jsonl",
                        s.log_every, s.progress, "train-memory", postfix="track_iou")
@@ -357,6 +378,9 @@ def add_train_memory_parser(subparsers):
                         help=f"seconds for the training loop ({defaults.time_budget:g}; 0 = run all steps)")
     parser.add_argument("--train-clips", type=int, default=defaults.train_clips)
     parser.add_argument("--window", type=int, default=defaults.window, help="frames per training window")
+    parser.add_argument("--max-stride", type=int, default=defaults.max_stride,
+                        help="windows take every s-th frame, s drawn from 1..MAX_STRIDE per step "
+                             f"(default {defaults.max_stride}: consecutive frames)")
     parser.add_argument("--reappear-prob", type=float, default=defaults.reappear_prob,
                         help="share of steps on windows where an object is fully hidden and comes back "
                              f"(default {defaults.reappear_prob:g})")
@@ -378,7 +402,8 @@ def run_train_memory(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = MemorySettings(init=args.init, out=args.out, steps=args.steps, time_budget=args.time_budget or None,
-                              train_clips=args.train_clips, window=args.window, reappear_prob=args.reappear_prob,
+                              train_clips=args.train_clips, window=args.window, max_stride=args.max_stride,
+                              reappear_prob=args.reappear_prob,
                               occlusion_weight=args.occlusion_weight,
                               lr=args.lr,
                               heads_lr_scale=args.heads_lr_scale, seed=args.seed, progress=not args.no_progress)
