@@ -91,6 +91,15 @@ def test_loaded_tracker_equals_the_modules_it_was_saved_from(parts, checkpoint, 
         assert torch.equal(a, b)
 
 
+def test_a_converted_file_loads_the_same(parts, checkpoint, tmp_path):
+    from opensam3.checkpoint import convert_checkpoint
+
+    convert_checkpoint(checkpoint, tmp_path / "sam3.1.safetensors")
+    loaded = opensam3.load_multiplex_tracker(tmp_path / "sam3.1.safetensors", config=TINY_31, tracker_config=TRACKER)
+    assert all(torch.equal(v, parts[2].state_dict()[k]) for k, v in loaded.tracker.state_dict().items())
+    assert all(torch.equal(v, parts[1].state_dict()[k]) for k, v in loaded.interactive.state_dict().items())
+
+
 @torch.inference_mode()
 def test_each_head_reads_its_own_neck(parts, frames):
     model, interactive, tracker = parts
