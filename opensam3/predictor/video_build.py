@@ -73,7 +73,8 @@ def load_multiplex_tracker(checkpoint: str | os.PathLike, config: Sam3Config | s
     from ..api import _metadata_config, build_model, infer_config, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
-    state = read_checkpoint(path)
+    # cast while reading: no float32 copy next to a bf16 model
+    state = read_checkpoint(path, lambda key: tracker_dtype if key.startswith(MULTIPLEX_TRACKER_PREFIX) else dtype)
     split = split_checkpoint(state)
     tracker_state = {k[len(MULTIPLEX_TRACKER_PREFIX):]: v for k, v in state.items()
                      if k.startswith(MULTIPLEX_TRACKER_PREFIX) and not k.endswith("freqs_cis")}
