@@ -50,7 +50,7 @@ def test_shipped_weights_are_small_and_load_by_default(embedded):
 
 def test_held_out_quality(embedded, tmp_path):
     # 8 unseen scenes, 64 image-phrase pairs (3 of 8 negative). The shipped weights measure
-    # cgF1 27.7, IL_MCC 0.484, pmF1 0.571 here (2026-11-30)
+    # cgF1 25.2, IL_MCC 0.449, pmF1 0.561 here (2026-11-30; 25.9 / 0.483 / 0.537 on 1200 pairs)
     summary = write_image_dataset(tmp_path, num_images=8, seed=HELD_OUT_SEED, size=embedded.model.config.image_size)
     assert summary.pairs >= 60 and summary.negative_ratio >= 0.3
     predictions = predict_dataset(embedded, summary.gt_path, summary.media_dir)
@@ -71,7 +71,7 @@ def _best_mask_on_a_true_instance(result, pair) -> bool:
 
 def test_masks_sit_on_the_named_objects(embedded):
     # every positive phrase of six held-out scenes: the best detection overlaps a true instance
-    # (IoU >= 0.5) for 20 of their 30 phrases with the shipped weights (2026-11-30)
+    # (IoU >= 0.5) for 21 of their 30 phrases with the shipped weights (2026-11-30)
     size = embedded.model.config.image_size
     hits = total = 0
     for scene in itertools.islice(scene_stream(seed=HELD_OUT_SEED, size=size, start=3), 6):
@@ -121,13 +121,13 @@ def test_demo_writes_overlays_for_its_phrases(tmp_path, monkeypatch, capsys):
 def test_clicks_and_boxes_on_held_out_objects(embedded):
     # one click at each object's most interior point (best of three masks by predicted IoU) and
     # its tight box, on the 62 objects of 12 held-out scenes: the shipped weights reach IoU >= 0.8
-    # for 58% of the clicks and >= 0.85 for 48% of the boxes (2026-11-30; issue 6 asks 80% / 85%)
+    # for 63% of the clicks and >= 0.85 for 58% of the boxes (2026-11-30; issue 6 asks 80% / 85%)
     from opensam3.train.interactive_eval import evaluate_interactive
 
     metrics = evaluate_interactive(embedded, num_scenes=12)
     assert metrics["objects"] >= 40
-    assert metrics["point_success"] >= 0.45, metrics
-    assert metrics["box_success"] >= 0.38, metrics
+    assert metrics["point_success"] >= 0.52, metrics
+    assert metrics["box_success"] >= 0.47, metrics
 
 
 def _neighbour_cases(embedded, scenes: int):
@@ -151,9 +151,9 @@ def _neighbour_cases(embedded, scenes: int):
 
 
 def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
-    # In 30 held-out scenes one click's mask covers half or more of another object 29 times; a
+    # In 30 held-out scenes one click's mask covers half or more of another object 22 times; a
     # negative click inside that neighbour (the earlier logits fed back) lowers its mean coverage
-    # from 0.79 to 0.56 and removes it (to a fifth or less) 2 times (2026-11-30). Removing it every
+    # from 0.83 to 0.50 and removes it (to a fifth or less) 6 times (2026-11-30). Removing it every
     # time, as issue 6 asks, is not reached yet; this guards what the shipped weights do.
     from opensam3.train.interactive_prompts import farthest_interior_point
 
@@ -169,20 +169,20 @@ def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
         removed += after <= 0.2 * before
         coverage_before += before
         coverage_after += after
-    assert cases >= 20, f"only {cases} wrongly included neighbours in 30 scenes"
+    assert cases >= 15, f"only {cases} wrongly included neighbours in 30 scenes"
     assert coverage_after <= 0.8 * coverage_before, (coverage_before / cases, coverage_after / cases)
-    assert removed >= 2, f"the negative click removed the neighbour in {removed} of {cases} cases"
+    assert removed >= 4, f"the negative click removed the neighbour in {removed} of {cases} cases"
 
 
 # ---- video: the memory shipped with the embedded model ---------------------------------------
 def test_tracks_objects_through_held_out_clips(embedded):
     # every object visible on frame 0 of 4 unseen clips, prompted with its mask or one click and
-    # propagated: mean J 0.784 / 0.786 and J >= 0.5 on 86% / 87% of 270 object-frames with the
-    # shipped weights (2026-11-30). The object that passes fully behind the occluder is not
-    # re-found yet (J 0.03 after it).
+    # propagated: mean J 0.803 / 0.801 and J >= 0.5 on 88% / 88% of 270 object-frames with the
+    # shipped weights (2026-11-30). The object that passes fully behind the occluder is mostly
+    # not re-found yet (J 0.08 after it on 20 clips).
     from opensam3.train.memory import evaluate_tracking
 
     for prompt in ("mask", "click"):
         metrics = evaluate_tracking(embedded, num_clips=4, prompt=prompt)
         assert metrics["object_frames"] >= 200
-        assert metrics["mean_j"] >= 0.7 and metrics["j_at_least_0.5"] >= 0.78, (prompt, metrics)
+        assert metrics["mean_j"] >= 0.72 and metrics["j_at_least_0.5"] >= 0.8, (prompt, metrics)
