@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -88,6 +89,12 @@ def embedded_weights() -> Path:
     return Path(__file__).resolve().parent / "assets" / EMBEDDED_FILE
 
 
+def _sam31_interactive_name(key: str) -> str:
+    """SAM 3.1 ``tracker.model.interactive*`` key (``tracker.`` stripped) -> SAM 3 ``tracker.*`` name."""
+    key = key[len("model."):]
+    return key.replace("interactivity_no_mem_embed", "no_mem_embed").replace("interactive_sam_", "sam_")
+
+
 def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     """A path, 'facebook/sam3' / 'sam3' or 'facebook/sam3.1' / 'sam3.1' (download), 'embedded',
     or None ($OPENSAM3_CHECKPOINT, else the embedded model)."""
@@ -127,6 +134,9 @@ class Sam3(ConceptPredictor):
         this model's weights; ``options`` go to :func:`opensam3.build_video_tracker`."""
         from .predictor.video_build import build_video_tracker
 
+        if self.model.config.vision.multiplex_necks:
+            raise InvalidInputError("this is a SAM 3.1 model: its video tracker is the multiplex one, loaded by "
+                                    "opensam3.load_multiplex_tracker(checkpoint)")
         if self.memory is None:
             raise InvalidInputError("this model has no tracker memory weights, so it cannot track objects in "
                                     "video; load the official sam3.pt (it carries tracker.* weights)")
@@ -195,7 +205,16 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     tracker = memory = None
-    if state.tracker and config.vision.tracker_neck:
+    if state.tracker and config.vision.multiplex_necks:
+        # SAM 3.1: its interactive head is SAM 3's click / box head under other names
+        renamed = {_sam31_interactive_name(k): v for k, v in state.tracker.items() if k.startswith("model.interactiv")}
+        if renamed:
+            heads_config = TrackerHeadsConfig.from_model_config(config)
+            lin1 = renamed.get("sam_mask_decoder.transformer.layers.0.mlp.lin1.weight")
+            if lin1 is not None:  # the release's 2048; smaller builds differ
+                heads_config = dataclasses.replace(heads_config, transformer_mlp_dim=lin1.shape[0])
+            tracker = load_tracker_heads(renamed, heads_config, device=device, dtype=tracker_dtype)
+    elif state.tracker and config.vision.tracker_neck:
         tracker = load_tracker_heads(state.tracker, TrackerHeadsConfig.from_model_config(config), device=device,
                                      dtype=tracker_dtype)
         if tracker_memory_state(state.tracker):

@@ -132,4 +132,24 @@ def test_clear_errors_for_the_wrong_checkpoint(parts, checkpoint, tmp_path):
         opensam3.load_video_tracker(checkpoint, config=TINY_31)
     # the detector of a SAM 3.1 file serves concept prompts through opensam3.load
     sam = opensam3.load(checkpoint, config=TINY_31)
-    assert sam.tracker is None and sam.model.config.vision.multiplex_necks
+    assert sam.model.config.vision.multiplex_necks
+    found = sam.segment(np.zeros((64, 80, 3), np.uint8), text="a cat")
+    assert tuple(found.masks.shape[1:]) == (64, 80) and len(found.scores) == found.masks.shape[0]
+
+
+@torch.inference_mode()
+def test_clicks_on_an_image_use_the_interactive_head_and_neck(parts, checkpoint, frames):
+    # opensam3.load on a SAM 3.1 file: its interactive head (SAM 3's click / box head under other
+    # names) on its interactive pyramid, the same decoding as the multiplex tracker's prompts
+    sam = opensam3.load(checkpoint, config=TINY_31)
+    assert sam.tracker is not None and sam.memory is None
+    state = sam.set_image(frames[0])
+    result = sam.predict(state, points=[[100, 70]], point_labels=[1], multimask_output=True)
+    best = int(result.iou_scores.argmax())
+    tracker = Multiplex31VideoTracker(*parts)
+    video_state = tracker.init_state(frames)
+    tracker.add_new_points_or_box(video_state, 0, 1, points=[[100, 70]], labels=[1])
+    expected = video_state.prompts[0].low_res[0, 0]
+    torch.testing.assert_close(result.low_res_logits[best], expected, atol=1e-4, rtol=0)
+    with pytest.raises(opensam3.InvalidInputError, match="load_multiplex_tracker"):
+        sam.video_tracker()

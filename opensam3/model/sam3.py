@@ -146,7 +146,7 @@ class Sam3ImageModel(nn.Module):
         # the coarsest pyramid level (scale 0.5) is unused by both heads (official scalp=1)
         used = self.config.vision.used_levels
         fpn, fpn_pos = neck.detector_levels(trunk, used)
-        if neck.sam2_convs is None:
+        if not neck.has_tracker_levels:
             return ImageFeatures(fpn, fpn_pos)
         return ImageFeatures(fpn, fpn_pos, trunk=trunk, tracker_neck=partial(neck.tracker_levels, count=used))
 

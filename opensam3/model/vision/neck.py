@@ -92,10 +92,16 @@ class DualFPNNeck(nn.Module):
         return self._levels(self.convs, trunk_map, count)
 
     def tracker_levels(self, trunk_map: torch.Tensor, count: int | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The first ``count`` tracker levels and their encodings (the tracker neck must exist)."""
-        if self.sam2_convs is None:
+        """The first ``count`` levels of the pyramid the click / box decoder reads, and their
+        encodings: SAM 3's tracker neck, or SAM 3.1's interactive one."""
+        convs = self.sam2_convs if self.sam2_convs is not None else self.interactive_convs
+        if convs is None:
             raise ValueError("this vision backbone was built without the tracker neck")
-        return self._levels(self.sam2_convs, trunk_map, count)
+        return self._levels(convs, trunk_map, count)
+
+    @property
+    def has_tracker_levels(self) -> bool:
+        return self.sam2_convs is not None or self.interactive_convs is not None
 
     def multiplex_levels(self, trunk_map: torch.Tensor, count: int | None = None
                          ) -> tuple[tuple[list[torch.Tensor], list[torch.Tensor]], tuple[list[torch.Tensor], list[torch.Tensor]]]:
