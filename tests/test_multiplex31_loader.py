@@ -16,11 +16,11 @@ from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker.multiplex31 import InteractiveHead, MultiplexTracker, MultiplexTrackerConfig
 from opensam3.predictor.video_multiplex31 import Multiplex31VideoTracker
 from opensam3.seeded import seed_module
+from test_video_multiplex31 import CONFIG, seeded_heads
 
 TINY_31 = TINY.replace(name="tiny-3.1", vision=dataclasses.replace(
     TINY.vision, scale_factors=(4.0, 2.0, 1.0), unused_levels=0, tracker_neck=False, multiplex_necks=True))
-TRACKER = MultiplexTrackerConfig(image_size=336, dim=256, multiplex_count=4, decoder_mlp_dim=256,
-                                 attention_layers=1, attention_ffn=256, mask_first_channels=1)
+TRACKER = CONFIG  # the tracker test's tiny multiplex sizes (336 px, width 256, 4 slots)
 
 
 def official_layout(model, interactive, tracker) -> dict[str, torch.Tensor]:
@@ -50,13 +50,7 @@ def parts():
     torch.manual_seed(0)
     model = Sam3ImageModel(TINY_31).eval()
     seed_module(model, prefix="detector.")
-    interactive, tracker = InteractiveHead(TRACKER).eval(), MultiplexTracker(TRACKER).eval()
-    seed_module(interactive, prefix="tracker.model.")
-    seed_module(tracker, prefix="tracker.model.")
-    with torch.no_grad():  # seeded scores sit near 0: make objects present so masks are real
-        tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
-        interactive.interactive_sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
-    return model, interactive, tracker
+    return (model, *seeded_heads(TRACKER))
 
 
 @pytest.fixture(scope="module")

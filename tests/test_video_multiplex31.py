@@ -22,19 +22,24 @@ CONFIG = MultiplexTrackerConfig(image_size=336, dim=256, multiplex_count=4, deco
 H, W = 96, 128
 
 
+def seeded_heads(config: MultiplexTrackerConfig = CONFIG) -> tuple[InteractiveHead, MultiplexTracker]:
+    """Both SAM 3.1 heads with seeded weights (official ``tracker.model.*`` names)."""
+    interactive, tracker = InteractiveHead(config).eval(), MultiplexTracker(config).eval()
+    seed_module(tracker, prefix="tracker.model.")
+    seed_module(interactive, prefix="tracker.model.")
+    with torch.no_grad():  # seeded scores sit near 0: make objects present so masks are real
+        tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
+        interactive.interactive_sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
+    return interactive, tracker
+
+
 @pytest.fixture(scope="module")
 def parts():
     torch.manual_seed(0)
     config = TINY.replace(vision=dataclasses.replace(TINY.vision, tracker_neck=True))
     model = Sam3ImageModel(config).eval()
     seed_module(model.backbone.vision_backbone, prefix="backbone.vision_backbone.")
-    tracker, interactive = MultiplexTracker(CONFIG).eval(), InteractiveHead(CONFIG).eval()
-    seed_module(tracker, prefix="tracker.model.")
-    seed_module(interactive, prefix="tracker.model.")
-    with torch.no_grad():  # seeded scores sit near 0: make objects present so masks are real
-        tracker.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
-        interactive.interactive_sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 10
-    return model, interactive, tracker
+    return (model, *seeded_heads())
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from ..checkpoint import MULTIPLEX_TRACKER_PREFIX, load_into, read_checkpoint, split_checkpoint
+from ..checkpoint import MULTIPLEX_TRACKER_PREFIX, TRACKER_PREFIX, load_into, read_checkpoint, split_checkpoint
 from ..config import Sam3Config, get_config
 from ..errors import CheckpointError, InvalidInputError
 from ..model.tracker.config import TrackerMemoryConfig
@@ -75,9 +75,9 @@ def load_multiplex_tracker(checkpoint: str | os.PathLike, config: Sam3Config | s
     path = resolve_checkpoint(checkpoint)
     # cast while reading: no float32 copy next to a bf16 model
     state = read_checkpoint(path, lambda key: tracker_dtype if key.startswith(MULTIPLEX_TRACKER_PREFIX) else dtype)
-    split = split_checkpoint(state)
-    tracker_state = {k[len(MULTIPLEX_TRACKER_PREFIX):]: v for k, v in state.items()
-                     if k.startswith(MULTIPLEX_TRACKER_PREFIX) and not k.endswith("freqs_cis")}
+    split = split_checkpoint(state)  # drops recomputed tables; SAM 3.1's tracker keys keep "model."
+    inner = MULTIPLEX_TRACKER_PREFIX[len(TRACKER_PREFIX):]
+    tracker_state = {k[len(inner):]: v for k, v in split.tracker.items() if k.startswith(inner)}
     if not tracker_state:
         hint = (" (it has SAM 3's tracker.*: use opensam3.load_video_tracker)" if split.tracker else "")
         raise CheckpointError(f"{path} has no SAM 3.1 tracker weights (tracker.model.*){hint}")
