@@ -140,6 +140,7 @@ def _click(args) -> int:
         point_labels=[label for _, label in points] or None,
         box=box,
         multimask_output=not args.single,
+        zoom=args.zoom,
     )
     order = torch.argsort(scores, descending=True)
     best = int(order[0])
@@ -235,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     click.add_argument("--point", action="append", metavar="x,y[:neg]", help="click in pixels; ':neg' = background")
     click.add_argument("--box", metavar="x0,y0,x1,y1", help="box around the object, pixels")
     click.add_argument("--single", action="store_true", help="one mask instead of three candidates")
+    click.add_argument("--zoom", action=argparse.BooleanOptionalAction, default=None,
+                       help="look again at a small object on a window cut around it (default: the model config's; "
+                            "on for the embedded model, off for official weights)")
     click.add_argument("--out", default="opensam3_out", help="output directory (default opensam3_out)")
     _add_model_args(click)
     click.set_defaults(func=_click)

@@ -78,6 +78,10 @@ def test_click_cli(tmp_path, capsys, tiny_interactive_checkpoint):
     record = json.loads((tmp_path / "out" / "scene_click.json").read_text())
     assert len(record["masks"]) == 3 and sum(m["best"] for m in record["masks"]) == 1
     assert record["point_labels"] == [1, 0]
+    for flag in ("--zoom", "--no-zoom"):  # the second look at small objects, forced on / off
+        assert cli_main(["click", str(image), "--point", "40,30", flag, "--checkpoint", str(tiny_interactive_checkpoint),
+                         "--out", str(tmp_path / flag)]) == 0
+        assert len(json.loads((tmp_path / flag / "scene_click.json").read_text())["masks"]) == 3
     assert cli_main(["click", str(image), "--checkpoint", str(tiny_interactive_checkpoint)]) == 2
     assert "at least one --point" in capsys.readouterr().err
     assert cli_main(["click", str(image), "--point", "400,30", "--checkpoint", str(tiny_interactive_checkpoint)]) == 2

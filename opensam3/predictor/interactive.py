@@ -9,11 +9,14 @@
 
 This is the official ``Sam3Image.predict_inst`` (SAM 1 task on SAM 3 features): tracker neck
 features + no-memory embedding, SAM 2 prompt encoder and mask decoder, small background holes
-filled in the low-res logits, bilinear upsampling to the image size.
+filled in the low-res logits, bilinear upsampling to the image size. With a
+:class:`~opensam3.predictor.zoom.ZoomRule` (the embedded model's config sets one), small objects
+get a second look on a window cut around them (``zoom.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +29,7 @@ from ..model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
 from ..ops.components import fill_small_holes
 from .image import ImageState
 from .inputs import finite_numbers
+from .zoom import DEFAULT_ZOOM_MARGIN, ZoomRule, ZoomWindow, crop_low_res, paste, to_low_res
 
 OFFICIAL_MAX_HOLE_AREA = 256.0  # predict_inst's hole filling, in low-res pixels at full size
 OFFICIAL_LOW_RES_SIZE = 288
@@ -45,7 +49,10 @@ class InteractiveMasks(NamedTuple):
 class InteractivePredictor:
     """Runs :class:`TrackerHeads` on encoded images (:class:`ImageState` with tracker features)."""
 
-    def __init__(self, heads: TrackerHeads, mask_threshold: float = 0.0, max_hole_area: float | None = None):
+    def __init__(self, heads: TrackerHeads, mask_threshold: float = 0.0, max_hole_area: float | None = None,
+                 zoom: ZoomRule | None = None, encode: Callable[[np.ndarray], ImageState] | None = None):
+        """zoom: look again at small objects on a window around them (default off: the official
+        behaviour); encode: turns an image array into an ImageState (the window's encoding)."""
         self.heads = heads.eval()
         self.mask_threshold = mask_threshold
         if max_hole_area is None:
@@ -53,7 +60,13 @@ class InteractivePredictor:
             # (the embedded model's 64 x 64: 12.6), else a ring's hole is filled at small sizes
             max_hole_area = OFFICIAL_MAX_HOLE_AREA * (heads.config.low_res_size / OFFICIAL_LOW_RES_SIZE) ** 2
         self.max_hole_area = max_hole_area
-        self._cached: tuple[ImageState, TrackerImageEmbedding] | None = None
+        if zoom is not None and encode is None:
+            raise ValueError("a zoom rule needs encode, the function that encodes the zoom window's pixels")
+        self.zoom = zoom
+        self.encode = encode
+        # the last two images' decoder inputs (an image and its zoom window alternate on refinement)
+        self._cached: list[tuple[ImageState, TrackerImageEmbedding]] = []
+        self._window: tuple[ImageState, ZoomWindow, ImageState] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -66,14 +79,15 @@ class InteractivePredictor:
     @torch.inference_mode()
     def embed(self, state: ImageState) -> TrackerImageEmbedding:
         """The decoder's per-image inputs; kept for the most recent image so clicks are cheap."""
-        if self._cached is not None and self._cached[0] is state:
-            return self._cached[1]
+        for cached_state, cached in self._cached:
+            if cached_state is state:
+                return cached
         levels = state.features.tracker_fpn
         if levels is None:
             raise InvalidInputError("this model was built without the tracker neck, so it cannot take point or box "
                                     "prompts; load a checkpoint with tracker weights (the official sam3.pt has them)")
         embedding = self.heads.embed_image([level[:1].to(self.dtype) for level in levels])
-        self._cached = (state, embedding)
+        self._cached = [(state, embedding)] + self._cached[:1]
         return embedding
 
     def _prompts(self, state: ImageState, points, point_labels, box, mask_input):
@@ -139,21 +153,62 @@ class InteractivePredictor:
 
     @torch.inference_mode()
     def predict(self, state: ImageState, points=None, point_labels=None, box=None, mask_input=None,
-                multimask_output: bool = True, return_logits: bool = False) -> InteractiveMasks:
+                multimask_output: bool = True, return_logits: bool = False, zoom: bool | None = None) -> InteractiveMasks:
         """Masks for one object on an encoded image.
 
         points: (N, 2) x, y pixels of the original image; point_labels: (N,) 1 = object,
         0 = background; box: (4,) x0, y0, x1, y1 pixels; mask_input: (1, L, L) low-res logits
         from an earlier call. At least one of them. ``multimask_output`` returns 3 candidates
-        (best for a single click), else 1 mask.
+        (best for a single click), else 1 mask. ``zoom``: True / False to force the second look
+        at small objects on or off (None: on when the predictor has a zoom rule).
         """
         coords, labels, mask = self._prompts(state, points, point_labels, box, mask_input)
+        low_res, scores = self._decode(state, coords, labels, mask, multimask_output)
+        logits = self._upsample(low_res, state.size)
+        rule = self.zoom if zoom is None else (self.zoom or ZoomRule(DEFAULT_ZOOM_MARGIN)) if zoom else None
+        if rule is not None:
+            if self.encode is None:
+                raise InvalidInputError("zoom=True needs a predictor that can encode images: use "
+                                        "opensam3.load(...).predict, or pass encode= to InteractivePredictor")
+            best = logits[int(scores.argmax())] > self.mask_threshold
+            prompt_xy = np.concatenate([np.zeros((0, 2))] + ([] if coords is None else
+                                       [self._to_pixels(coords[0].cpu().numpy(), state.size)]))
+            window = rule.window(best.numpy(), prompt_xy)
+            if window is not None:
+                low_res, scores, logits = self._predict_in_window(state, window, coords, labels, mask,
+                                                                  multimask_output)
+        masks = logits if return_logits else logits > self.mask_threshold
+        return InteractiveMasks(masks, scores.cpu(), low_res.clamp(-32.0, 32.0).cpu())
+
+    def _decode(self, state: ImageState, coords, labels, mask, multimask_output: bool):
+        """Low-res logits (K, L, L) float and predicted IoUs (K,) for model-pixel prompts."""
         embedding = self.embed(state)
         decoded = self.heads(embedding, coords, labels, None if mask is None else mask.to(self.dtype), multimask_output)
-        low_res = decoded.masks.float()
-        filled = fill_small_holes(low_res, self.max_hole_area, self.mask_threshold)
-        masks = F.interpolate(filled, size=state.size, mode="bilinear", align_corners=False)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        return InteractiveMasks(masks[0].cpu(), decoded.iou_scores[0].float().cpu(),
-                                low_res.clamp(-32.0, 32.0)[0].cpu())
+        return decoded.masks.float()[0], decoded.iou_scores[0].float()
+
+    def _upsample(self, low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(K, L, L) low-res logits -> (K, H, W) logits on the CPU, small holes filled."""
+        filled = fill_small_holes(low_res[None], self.max_hole_area, self.mask_threshold)
+        return F.interpolate(filled, size=size, mode="bilinear", align_corners=False)[0].cpu()
+
+    def _to_pixels(self, model_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        height, width = size
+        return model_xy / self.heads.config.image_size * np.array([width, height])
+
+    def _predict_in_window(self, state: ImageState, window: ZoomWindow, coords, labels, mask, multimask_output: bool):
+        """The same prompts asked again on the window's own encoding; results pasted back."""
+        if self._window is not None and self._window[0] is state and self._window[1] == window:
+            crop = self._window[2]
+        else:
+            rows, cols = window.slices()
+            crop = self.encode(state.image[rows, cols])
+            self._window = (state, window, crop)
+        size = self.heads.config.image_size
+        if coords is not None:
+            shifted = self._to_pixels(coords[0].cpu().numpy(), state.size) - np.array([window.left, window.top])
+            coords = torch.as_tensor(shifted / window.side * size, dtype=coords.dtype, device=coords.device)[None]
+        if mask is not None:
+            mask = crop_low_res(mask[0].cpu(), window, state.size)[None].to(self.device)
+        low_res, scores = self._decode(crop, coords, labels, mask, multimask_output)
+        logits = paste(self._upsample(low_res, (window.side, window.side)), window, state.size)
+        return to_low_res(logits, low_res.shape[-1]), scores, logits

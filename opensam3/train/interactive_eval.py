@@ -27,10 +27,12 @@ def _iou(pred: torch.Tensor, target: np.ndarray) -> float:
 
 def evaluate_interactive(model, seed: int = EVAL_SEED, num_scenes: int = 200, point_threshold: float = 0.8,
                          box_threshold: float = 0.85, progress: bool = False,
-                         max_hole_area: float | None = None, device: torch.device | str = "cpu") -> dict:
+                         max_hole_area: float | None = None, device: torch.device | str = "cpu",
+                         zoom: bool | None = None) -> dict:
     """model: a loaded ``Sam3`` with tracker weights (evaluated where it is), or a checkpoint path
     for ``opensam3.load`` (loaded onto ``device``).
-    max_hole_area: override the predictor's hole filling (low-res pixels; None keeps the API's)."""
+    max_hole_area: override the predictor's hole filling (low-res pixels; None keeps the API's).
+    zoom: force the second look at small objects on / off (None keeps the config's)."""
     from opensam3.api import load
     from opensam3.synth import scene_stream
 
@@ -54,10 +56,10 @@ def evaluate_interactive(model, seed: int = EVAL_SEED, num_scenes: int = 200, po
             point = farthest_interior_point(mask)
             if point is None:
                 continue
-            result = sam.predict(state, points=[point], point_labels=[1], multimask_output=True)
+            result = sam.predict(state, points=[point], point_labels=[1], multimask_output=True, zoom=zoom)
             best = int(result.iou_scores.argmax())
             point_ious.append(_iou(result.masks[best], mask))
-            result = sam.predict(state, box=box, multimask_output=False)
+            result = sam.predict(state, box=box, multimask_output=False, zoom=zoom)
             box_ious.append(_iou(result.masks[0], mask))
             shapes.append(obj.shape)
     points, boxes = np.array(point_ious), np.array(box_ious)
