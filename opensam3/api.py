@@ -123,14 +123,28 @@ class Sam3(ConceptPredictor):
     Both reuse the same encoded image (``set_image``)."""
 
     def __init__(self, model: Sam3ImageModel, tracker: TrackerHeads | None = None, confidence_threshold: float = 0.5,
-                 memory: TrackerMemory | None = None, nms_iou: float | None = None):
+                 memory: TrackerMemory | None = None, nms_iou: float | None = None, refine_masks: bool | None = None):
         super().__init__(model, confidence_threshold=confidence_threshold, nms_iou=nms_iou)
+        # concept masks re-drawn by the click / box head from each detection's box (by default as
+        # the config says, when the head is there)
+        if refine_masks is None:
+            refine_masks = model.config.refine_masks and tracker is not None
+        self.refine_masks = refine_masks
+        if refine_masks and tracker is None:
+            raise InvalidInputError("refine_masks needs the tracker's click / box head, and this model has none; "
+                                    "load a checkpoint with tracker.* weights or pass refine_masks=False")
         self.tracker = tracker
         self.memory = memory  # the tracker's video memory path (official sam3.pt carries it)
         zoom = model.config.interactive_zoom
         self.interactive = (InteractivePredictor(tracker, max_hole_area=model.config.interactive_hole_area,
                                                  zoom=None if zoom is None else ZoomRule(zoom), encode=self.set_image)
                             if tracker is not None else None)
+
+    def postprocess(self, outputs, index, state, threshold, prompt=None):
+        result = super().postprocess(outputs, index, state, threshold, prompt)
+        if self.refine_masks and len(result):
+            result.masks = self.interactive.masks_for_boxes(state, result.boxes, result.masks)
+        return result
 
     def video_tracker(self, **options):
         """The interactive video predictor (points, boxes, masks on any frame; propagation) on
@@ -181,7 +195,7 @@ class Sam3(ConceptPredictor):
 def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str | None = None,
          device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
          confidence_threshold: float = 0.5, tracker_dtype: torch.dtype | None = None,
-         nms_iou: float | None = None) -> Sam3:
+         nms_iou: float | None = None, refine_masks: bool | None = None) -> Sam3:
     """Load SAM 3 for inference.
 
     checkpoint: path to the official ``sam3.pt``, a ``.safetensors`` file written by opensam3, a
@@ -226,4 +240,5 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         if tracker_memory_state(state.tracker):
             memory = load_tracker_memory(state.tracker, TrackerMemoryConfig.from_model_config(config), device=device,
                                          dtype=tracker_dtype)
-    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory, nms_iou=nms_iou)
+    return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory, nms_iou=nms_iou,
+                refine_masks=refine_masks)

@@ -53,13 +53,16 @@ def _load_model(args):
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     return load(args.checkpoint, config=args.config, device=args.device, dtype=dtype,
-                nms_iou=getattr(args, "nms_iou", None))
+                nms_iou=getattr(args, "nms_iou", None), refine_masks=getattr(args, "refine_masks", None))
 
 
-def _add_nms_arg(parser: argparse.ArgumentParser) -> None:
+def _add_detection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms-iou", type=float, metavar="IOU",
                         help="drop a detection whose mask overlaps a higher-scoring one above this IoU (default: "
                              "the model's setting, off for the official weights; 1 = off)")
+    parser.add_argument("--refine-masks", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-draw each detection's mask with the click / box head from its box (default: the "
+                             "model's setting, off for the official weights, on for the embedded model)")
 
 
 def _segment(args) -> int:
@@ -228,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--overlay-per-prompt", action="store_true",
                      help="with several --text, also write one overlay per prompt (<image>_<k>_<prompt>.png)")
     _add_model_args(seg)
-    _add_nms_arg(seg)
+    _add_detection_args(seg)
     seg.set_defaults(func=_segment)
 
     click = sub.add_parser("click", help="segment one object from clicks and/or a box (interactive, SAM 1/2 task)")

@@ -123,3 +123,24 @@ def test_save_keeps_the_video_memory_weights(tmp_path):
     without = opensam3.Sam3(model, tracker=heads)
     with pytest.raises(InvalidInputError, match="no tracker memory weights"):
         without.video_tracker()
+
+
+def test_concept_masks_refined_from_their_boxes(tiny_interactive_checkpoint, tiny_checkpoint, sample_image):
+    # refine_masks: each detection's mask is the click / box head's answer to the detection's box
+    plain = opensam3.load(tiny_interactive_checkpoint, confidence_threshold=0.0)
+    refined = opensam3.load(tiny_interactive_checkpoint, confidence_threshold=0.0, refine_masks=True)
+    assert not plain.refine_masks  # the tiny (official-style) config keeps the detector's masks
+    state = refined.set_image(sample_image)
+    before, after = plain.segment(state, text="cat"), refined.segment(state, text="cat")
+    assert len(after) == len(before) > 0
+    assert torch.equal(after.boxes, before.boxes) and torch.equal(after.scores, before.scores)
+    checked = 0
+    for box, mask in zip(after.boxes, after.masks):
+        inside = torch.minimum(box.clamp(min=0), torch.tensor([130.0, 90.0, 130.0, 90.0]))
+        if inside[2] - inside[0] >= 1 and inside[3] - inside[1] >= 1:
+            assert torch.equal(mask, refined.predict(state, box=inside.tolist(), multimask_output=False).masks[0])
+            checked += 1
+    assert checked > 0 and not torch.equal(after.masks, before.masks)
+    with pytest.raises(InvalidInputError, match="refine_masks"):
+        opensam3.load(tiny_checkpoint, refine_masks=True)  # no tracker weights
+    assert not opensam3.load(tiny_checkpoint).refine_masks

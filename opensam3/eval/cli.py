@@ -65,10 +65,10 @@ def add_predict_dataset_parser(subparsers: Any) -> argparse.ArgumentParser:
     media.add_argument("--videos", metavar="DIR", help="folder holding one frame folder (or video file) per video_name")
     parser.add_argument("--out", required=True, metavar="PRED.json", help="where to write the predictions")
     parser.add_argument("--limit", type=int, default=None, help="images: only the first N pairs (smoke tests)")
-    from opensam3.cli import _add_model_args, _add_nms_arg  # --checkpoint, --config, --device, --dtype like `segment`
+    from opensam3.cli import _add_model_args, _add_detection_args  # --checkpoint, --config, --device, --dtype like `segment`
 
     _add_model_args(parser)
-    _add_nms_arg(parser)
+    _add_detection_args(parser)
     parser.set_defaults(func=run_predict_dataset)
     return parser
 

@@ -180,6 +180,19 @@ class InteractivePredictor:
         masks = logits if return_logits else logits > self.mask_threshold
         return InteractiveMasks(masks, scores.cpu(), low_res.clamp(-32.0, 32.0).cpu())
 
+    @torch.inference_mode()
+    def masks_for_boxes(self, state: ImageState, boxes: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+        """One mask per xyxy pixel box (N, 4), each box asked on its own (zoom as configured);
+        a box with no area inside the image keeps its ``fallback`` mask (N, H, W) bool."""
+        height, width = state.size
+        limits = torch.tensor([width, height, width, height], dtype=torch.float32)
+        masks = fallback.clone()
+        for i, box in enumerate(boxes.detach().float().cpu()):
+            inside = torch.minimum(box.clamp(min=0), limits)
+            if inside[2] - inside[0] >= 1 and inside[3] - inside[1] >= 1:
+                masks[i] = self.predict(state, box=inside.tolist(), multimask_output=False).masks[0]
+        return masks
+
     def _decode(self, state: ImageState, coords, labels, mask, multimask_output: bool):
         """Low-res logits (K, L, L) float and predicted IoUs (K,) for model-pixel prompts."""
         embedding = self.embed(state)
