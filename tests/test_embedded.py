@@ -50,16 +50,24 @@ def test_shipped_weights_are_small_and_load_by_default(embedded):
 
 def test_held_out_quality(embedded, tmp_path):
     # 8 unseen scenes, 64 image-phrase pairs (3 of 8 negative). The shipped weights measure
-    # cgF1 25.2, IL_MCC 0.449, pmF1 0.561 here (2026-11-30; 25.9 / 0.483 / 0.537 on 1200 pairs)
+    # cgF1 29.4, IL_MCC 0.491, pmF1 0.599 here with the embedded config's mask refinement, pmF1
+    # 0.547 without (2026-11-30; 29.1 / 0.476 / 0.612 on 1200 pairs)
     summary = write_image_dataset(tmp_path, num_images=8, seed=HELD_OUT_SEED, size=embedded.model.config.image_size)
     assert summary.pairs >= 60 and summary.negative_ratio >= 0.3
+    assert embedded.refine_masks
     predictions = predict_dataset(embedded, summary.gt_path, summary.media_dir)
     metrics = evaluate_image_cgf1([summary.gt_path], predictions, iou_type="segm")
     # the evaluator reports pmF1 x IL_MCC on a 0-1 scale, as the official one; papers quote x100
     cgf1, il_mcc = 100 * metrics["cgF1_eval_segm_cgF1"], metrics["cgF1_eval_segm_IL_MCC"]
-    assert cgf1 >= 20.0, json.dumps(metrics, indent=1)
-    assert il_mcc >= 0.35, json.dumps(metrics, indent=1)
-    assert metrics["cgF1_eval_segm_positive_micro_F1"] >= 0.45, json.dumps(metrics, indent=1)
+    assert cgf1 >= 24.0, json.dumps(metrics, indent=1)
+    assert il_mcc >= 0.40, json.dumps(metrics, indent=1)
+    assert metrics["cgF1_eval_segm_positive_micro_F1"] >= 0.52, json.dumps(metrics, indent=1)
+    # the detector's own masks are coarser: refinement from the boxes is what lifts pmF1
+    plain = opensam3.load(refine_masks=False)
+    unrefined = evaluate_image_cgf1([summary.gt_path], predict_dataset(plain, summary.gt_path, summary.media_dir),
+                                    iou_type="segm")
+    assert (metrics["cgF1_eval_segm_positive_micro_F1"]
+            >= unrefined["cgF1_eval_segm_positive_micro_F1"] + 0.03), (metrics, unrefined)
 
 
 def _best_mask_on_a_true_instance(result, pair) -> bool:
@@ -121,19 +129,19 @@ def test_demo_writes_overlays_for_its_phrases(tmp_path, monkeypatch, capsys):
 def test_clicks_and_boxes_on_held_out_objects(embedded):
     # one click at each object's most interior point (best of three masks by predicted IoU) and
     # its tight box, on the 62 objects of 12 held-out scenes: the shipped weights reach IoU >= 0.8
-    # for CLICK_ON of the clicks and >= 0.85 for BOX_ON of the boxes with the embedded config's zoom
-    # on small objects, CLICK_OFF / BOX_OFF without it (2026-11-30; issue 6 asks 80% / 85%)
+    # for 73% of the clicks and >= 0.85 for 77% of the boxes with the embedded config's zoom on
+    # small objects, 63% / 65% without it (2026-11-30; issue 6 asks 80% / 85%)
     from opensam3.train.interactive_eval import evaluate_interactive
 
     assert embedded.model.config.interactive_zoom == 3.5
     zoomed = evaluate_interactive(embedded, num_scenes=12)
     plain = evaluate_interactive(embedded, num_scenes=12, zoom=False)
     assert zoomed["objects"] >= 40
-    assert zoomed["point_success"] >= FLOOR_CLICK, zoomed
-    assert zoomed["box_success"] >= FLOOR_BOX, zoomed
+    assert zoomed["point_success"] >= 0.62, zoomed
+    assert zoomed["box_success"] >= 0.66, zoomed
     # the second look is what lifts the small objects
-    assert zoomed["point_success"] >= plain["point_success"] + 0.04, (zoomed, plain)
-    assert zoomed["box_success"] >= plain["box_success"] + 0.06, (zoomed, plain)
+    assert zoomed["point_success"] >= plain["point_success"] + 0.05, (zoomed, plain)
+    assert zoomed["box_success"] >= plain["box_success"] + 0.08, (zoomed, plain)
 
 
 def _neighbour_cases(embedded, scenes: int):
@@ -157,9 +165,9 @@ def _neighbour_cases(embedded, scenes: int):
 
 
 def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
-    # In 30 held-out scenes one click's mask covers half or more of another object 22 times; a
+    # In 30 held-out scenes one click's mask covers half or more of another object 21 times; a
     # negative click inside that neighbour (the earlier logits fed back) lowers its mean coverage
-    # from 0.83 to 0.50 and removes it (to a fifth or less) 6 times (2026-11-30). Removing it every
+    # from 0.82 to 0.56 and removes it (to a fifth or less) 4 times (2026-11-30). Removing it every
     # time, as issue 6 asks, is not reached yet; this guards what the shipped weights do.
     from opensam3.train.interactive_prompts import farthest_interior_point
 
@@ -177,18 +185,18 @@ def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
         coverage_after += after
     assert cases >= 15, f"only {cases} wrongly included neighbours in 30 scenes"
     assert coverage_after <= 0.8 * coverage_before, (coverage_before / cases, coverage_after / cases)
-    assert removed >= 4, f"the negative click removed the neighbour in {removed} of {cases} cases"
+    assert removed >= 3, f"the negative click removed the neighbour in {removed} of {cases} cases"
 
 
 # ---- video: the memory shipped with the embedded model ---------------------------------------
 def test_tracks_objects_through_held_out_clips(embedded):
     # every object visible on frame 0 of 4 unseen clips, prompted with its mask or one click and
-    # propagated: mean J 0.803 / 0.801 and J >= 0.5 on 88% / 88% of 270 object-frames with the
+    # propagated: mean J 0.826 / 0.821 and J >= 0.5 on 91% / 91% of 270 object-frames with the
     # shipped weights (2026-11-30). The object that passes fully behind the occluder is mostly
-    # not re-found yet (J 0.08 after it on 20 clips).
+    # not re-found yet (J 0.14 / 0.17 after it on 20 clips).
     from opensam3.train.memory import evaluate_tracking
 
     for prompt in ("mask", "click"):
         metrics = evaluate_tracking(embedded, num_clips=4, prompt=prompt)
         assert metrics["object_frames"] >= 200
-        assert metrics["mean_j"] >= 0.72 and metrics["j_at_least_0.5"] >= 0.8, (prompt, metrics)
+        assert metrics["mean_j"] >= 0.75 and metrics["j_at_least_0.5"] >= 0.83, (prompt, metrics)
