@@ -78,7 +78,7 @@ class InteractivePredictor:
 
     @torch.inference_mode()
     def embed(self, state: ImageState) -> TrackerImageEmbedding:
-        """The decoder's per-image inputs; kept for the most recent image so clicks are cheap."""
+        """The decoder's per-image inputs; the last two images' are kept so clicks are cheap."""
         for cached_state, cached in self._cached:
             if cached_state is state:
                 return cached
