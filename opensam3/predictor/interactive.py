@@ -91,8 +91,9 @@ class InteractivePredictor:
         return embedding
 
     def _prompts(self, state: ImageState, points, point_labels, box, mask_input):
+        """Checked prompts: box corners and points as (N, 2) pixels (None when neither), their
+        labels (1, N), and the mask input (1, 1, L, L) on the device (or None)."""
         height, width = state.size
-        size = self.heads.config.image_size
         coords, labels = [], []
         if box is not None:
             corners = finite_numbers(box, "box")
@@ -137,12 +138,18 @@ class InteractivePredictor:
         if not coords and mask is None:
             raise InvalidInputError("nothing to segment: give points with labels, a box, or a mask_input")
         if coords:
-            xy = torch.as_tensor(np.concatenate(coords), device=self.device)
-            # same float steps as the official transform: to [0, 1] of the image, then model pixels
-            xy = torch.stack((xy[:, 0] / width, xy[:, 1] / height), dim=-1) * size
             label_tensor = torch.as_tensor(np.concatenate(labels), dtype=torch.long, device=self.device)
-            return xy[None], label_tensor[None], mask
+            return np.concatenate(coords), label_tensor[None], mask
         return None, None, mask
+
+    def _model_coords(self, xy: np.ndarray | None, size: tuple[int, int]) -> torch.Tensor | None:
+        """(N, 2) x, y pixels of an image of ``size`` (H, W) -> (1, N, 2) model-input pixels."""
+        if xy is None:
+            return None
+        height, width = size
+        xy = torch.as_tensor(xy, device=self.device)
+        # same float steps as the official transform: to [0, 1] of the image, then model pixels
+        return (torch.stack((xy[:, 0] / width, xy[:, 1] / height), dim=-1) * self.heads.config.image_size)[None]
 
     @staticmethod
     def _check_inside(xy: np.ndarray, width: int, height: int, what: str) -> None:
@@ -162,8 +169,8 @@ class InteractivePredictor:
         (best for a single click), else 1 mask. ``zoom``: True / False to force the second look
         at small objects on or off (None: on when the predictor has a zoom rule).
         """
-        coords, labels, mask = self._prompts(state, points, point_labels, box, mask_input)
-        low_res, scores = self._decode(state, coords, labels, mask, multimask_output)
+        xy, labels, mask = self._prompts(state, points, point_labels, box, mask_input)
+        low_res, scores = self._decode(state, self._model_coords(xy, state.size), labels, mask, multimask_output)
         logits = self._upsample(low_res, state.size)
         rule = self.zoom if zoom is None else (self.zoom or ZoomRule(DEFAULT_ZOOM_MARGIN)) if zoom else None
         if rule is not None:
@@ -171,12 +178,9 @@ class InteractivePredictor:
                 raise InvalidInputError("zoom=True needs a predictor that can encode images: use "
                                         "opensam3.load(...).predict, or pass encode= to InteractivePredictor")
             best = logits[int(scores.argmax())] > self.mask_threshold
-            prompt_xy = np.concatenate([np.zeros((0, 2))] + ([] if coords is None else
-                                       [self._to_pixels(coords[0].cpu().numpy(), state.size)]))
-            window = rule.window(best.numpy(), prompt_xy)
+            window = rule.window(best.numpy(), np.zeros((0, 2)) if xy is None else xy)
             if window is not None:
-                low_res, scores, logits = self._predict_in_window(state, window, coords, labels, mask,
-                                                                  multimask_output)
+                low_res, scores, logits = self._predict_in_window(state, window, xy, labels, mask, multimask_output)
         masks = logits if return_logits else logits > self.mask_threshold
         return InteractiveMasks(masks, scores.cpu(), low_res.clamp(-32.0, 32.0).cpu())
 
@@ -204,11 +208,8 @@ class InteractivePredictor:
         filled = fill_small_holes(low_res[None], self.max_hole_area, self.mask_threshold)
         return F.interpolate(filled, size=size, mode="bilinear", align_corners=False)[0].cpu()
 
-    def _to_pixels(self, model_xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        height, width = size
-        return model_xy / self.heads.config.image_size * np.array([width, height])
-
-    def _predict_in_window(self, state: ImageState, window: ZoomWindow, coords, labels, mask, multimask_output: bool):
+    def _predict_in_window(self, state: ImageState, window: ZoomWindow, xy: np.ndarray | None, labels, mask,
+                           multimask_output: bool):
         """The same prompts asked again on the window's own encoding; results pasted back."""
         if self._window is not None and self._window[0] is state and self._window[1] == window:
             crop = self._window[2]
@@ -216,12 +217,10 @@ class InteractivePredictor:
             rows, cols = window.slices()
             crop = self.encode(state.image[rows, cols])
             self._window = (state, window, crop)
-        size = self.heads.config.image_size
-        if coords is not None:
-            shifted = self._to_pixels(coords[0].cpu().numpy(), state.size) - np.array([window.left, window.top])
-            coords = torch.as_tensor(shifted / window.side * size, dtype=coords.dtype, device=coords.device)[None]
+        if xy is not None:
+            xy = xy - np.array([window.left, window.top])
         if mask is not None:
             mask = crop_low_res(mask[0].cpu(), window, state.size)[None].to(self.device)
-        low_res, scores = self._decode(crop, coords, labels, mask, multimask_output)
-        logits = paste(self._upsample(low_res, (window.side, window.side)), window, state.size)
+        low_res, scores = self._decode(crop, self._model_coords(xy, crop.size), labels, mask, multimask_output)
+        logits = paste(self._upsample(low_res, crop.size), window, state.size)
         return to_low_res(logits, low_res.shape[-1]), scores, logits
