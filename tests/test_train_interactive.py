@@ -12,9 +12,12 @@ from opensam3.api import CONFIG_METADATA_KEY, build_model
 from opensam3.checkpoint import save_checkpoint
 from opensam3.config import EMBEDDED, SAM3, DetectorConfig, Sam3Config, TextConfig, VisionConfig, config_to_dict
 from opensam3.model.tracker.config import TrackerHeadsConfig
+from opensam3.predictor.zoom import ZoomRule
 from opensam3.train.interactive import (InteractiveSettings, build_cache, interactive_loss, load_for_interactive,
                                         train_interactive, trainable_modules)
 from opensam3.train.interactive_eval import evaluate_interactive
+from opensam3.synth.render import mask_boxes
+from opensam3.train.zoom_views import zoomed_view
 from opensam3.train.interactive_prompts import (corrective_clicks, distance_to_boundary, farthest_interior_point,
                                                 jittered_box)
 
@@ -210,3 +213,49 @@ def test_training_the_trunk_moves_it_and_pulls_it_back_to_the_frozen_output(dete
         out["loss"].backward()
         optimizer.step()
     assert out["trunk_keep"].item() < start
+
+
+def _two_object_scene():
+    image = np.random.default_rng(0).integers(0, 255, size=(200, 200, 3), dtype=np.uint8)
+    masks = np.zeros((2, 200, 200), dtype=bool)
+    masks[0, 20:190, 20:190] = True    # too large to zoom on
+    masks[1, 50:60, 100:110] = True    # 10 px: a window of 0.43 x 200 = 86 px
+    masks[0] &= ~masks[1]
+    return image, masks
+
+
+def test_zoomed_view_cuts_the_predictors_window_around_a_small_object():
+    image, masks = _two_object_scene()
+    pixels, view = zoomed_view(image, masks, np.random.default_rng(1), 172, margins=(3.0, 3.0), jitter=0.0)
+    # the window the predictor would cut: 86 px square centred on the small object
+    window = ZoomRule(3.0).window(masks[1], np.zeros((0, 2)))
+    assert window == (62, 12, 86)
+    rows, cols = window.slices()
+    assert np.array_equal(pixels, image[rows, cols])
+    # both objects are visible in it, resized 2x: the small one is now 20 px across
+    assert view.shape == (2, 172, 172)
+    assert mask_boxes(view.numpy())[1].tolist() == [76.0, 76.0, 96.0, 96.0]
+    assert abs(int(view[1].sum()) - 400) <= 40
+    # only the large object: nothing to zoom on
+    assert zoomed_view(image, masks[:1], np.random.default_rng(1), 172) is None
+
+
+def test_zoomed_view_jitter_keeps_the_window_inside_the_image():
+    image, masks = _two_object_scene()
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        pixels, view = zoomed_view(image, masks, rng, 100, margins=(2.5, 4.5), jitter=0.3)
+        assert pixels.shape[0] == pixels.shape[1] >= 86 and view[-1].any()
+
+
+def test_cache_with_zoom_views_holds_larger_objects(detector_checkpoint):
+    model, _ = load_for_interactive(str(detector_checkpoint))
+    scenes = build_cache(model, 6, seed=10)
+    zoomed = build_cache(model, 6, seed=10, zoom_share=1.0)
+    assert zoomed.trunk.shape == scenes.trunk.shape
+    for masks, boxes, centers in zip(zoomed.masks, zoomed.boxes, zoomed.centers):
+        assert masks.shape[-2:] == (140, 140) and masks.flatten(1).any(1).all()
+        assert np.array_equal(boxes, mask_boxes(masks.numpy()))
+        assert all(masks[k, int(y), int(x)] for k, (x, y) in enumerate(centers))
+    area = lambda cache: np.mean([float(m.flatten(1).sum(1).float().mean()) for m in cache.masks])
+    assert area(zoomed) > 1.5 * area(scenes)

@@ -43,9 +43,11 @@ from opensam3.model.sam3 import Sam3ImageModel
 from opensam3.model.tracker.config import TrackerHeadsConfig
 from opensam3.model.tracker.heads import TrackerHeads, tracker_image_state
 from opensam3.model.tracker.prompt_encoder import BOX_BOTTOM_RIGHT, BOX_TOP_LEFT
+from opensam3.synth.render import mask_boxes
 from opensam3.train.interactive_prompts import corrective_clicks, farthest_interior_point, jittered_box
 from opensam3.train.loop import optimise
 from opensam3.train.optim import param_groups
+from opensam3.train.zoom_views import zoomed_view
 
 MODEL_FILE = "model.safetensors"
 _TRACKER_NECK = "backbone.vision_backbone.sam2_convs."
@@ -59,6 +61,9 @@ class InteractiveSettings:
     steps: int = 20000                  # upper bound; the time budget usually decides
     time_budget: float | None = 1140.0  # seconds for the optimisation loop (None = run all steps)
     train_scenes: int = 1000
+    # share of the training entries that are zoom windows around a small object, the views the
+    # predictor's second look encodes (0: whole scenes only)
+    zoom_share: float = 0.0
     images_per_step: int = 4
     objects_per_image: int = 8
     clicks: int = 1                     # corrective iterations after the first prompt
@@ -145,13 +150,16 @@ class SceneCache:
 
 @torch.inference_mode()
 def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 16, progress: bool = False,
-                keep_pixels: bool = False) -> SceneCache:
+                keep_pixels: bool = False, zoom_share: float = 0.0) -> SceneCache:
+    """zoom_share: the share of entries that are zoom windows around a small object of a scene
+    (``zoom_views.zoomed_view``) instead of the whole scene."""
     from opensam3.synth import scene_stream
 
     cfg = model.config
     stream = scene_stream(seed, size=cfg.image_size)
     trunk = model.backbone.vision_backbone.trunk
     weight = next(trunk.parameters())  # the pixels go where the trunk is, in its dtype
+    views = np.random.default_rng([seed, 1])  # which entries are zoom windows, and where
     chunks, masks, boxes, centers, inputs = [], [], [], [], []
     bar = None
     if progress:
@@ -159,22 +167,27 @@ def build_cache(model: Sam3ImageModel, num_scenes: int, seed: int, batch: int = 
 
         bar = tqdm(total=num_scenes, desc="caching trunk", dynamic_ncols=True, leave=False)
     while len(masks) < num_scenes:
-        scenes = []
-        while len(scenes) < min(batch, num_scenes - len(masks)):
+        entries = []  # (image, masks (K, S, S) bool, boxes (K, 4))
+        while len(entries) < min(batch, num_scenes - len(masks)):
             scene = next(stream)
-            if len(scene.objects):
-                scenes.append(scene)
-        pixels = preprocess([s.image for s in scenes], cfg.image_size, cfg.pixel_mean, cfg.pixel_std,
+            if not len(scene.objects):
+                continue
+            view = zoomed_view(scene.image, scene.masks, views, cfg.image_size) if views.random() < zoom_share else None
+            if view is not None:
+                entries.append((view[0], view[1], mask_boxes(view[1].numpy())))
+            else:
+                entries.append((scene.image, torch.from_numpy(scene.masks), scene.boxes.astype(np.float32)))
+        pixels = preprocess([e[0] for e in entries], cfg.image_size, cfg.pixel_mean, cfg.pixel_std,
                             device=weight.device, dtype=weight.dtype)
         chunks.append(trunk(pixels).to(torch.float16))
         if keep_pixels:
             inputs.append(pixels.to(torch.float16))
-        for scene in scenes:
-            masks.append(torch.from_numpy(scene.masks))
-            boxes.append(scene.boxes.astype(np.float32))
-            centers.append(np.array([farthest_interior_point(m) for m in scene.masks], dtype=np.float32))
+        for _, entry_masks, entry_boxes in entries:
+            masks.append(entry_masks)
+            boxes.append(entry_boxes)
+            centers.append(np.array([farthest_interior_point(m) for m in entry_masks], dtype=np.float32))
         if bar is not None:
-            bar.update(len(scenes))
+            bar.update(len(entries))
     if bar is not None:
         bar.close()
     return SceneCache(torch.cat(chunks), masks, boxes, centers, torch.cat(inputs) if keep_pixels else None)
@@ -347,7 +360,8 @@ def train_interactive(s: InteractiveSettings, device: torch.device | str | None 
     if device is not None:
         model, heads = model.to(device), heads.to(device)
     train_trunk = s.trunk_lr_scale > 0
-    cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress, keep_pixels=train_trunk)
+    cache = build_cache(model, s.train_scenes, s.data_seed, progress=s.progress, keep_pixels=train_trunk,
+                        zoom_share=s.zoom_share)
     cache_time = time.time() - start
     trainable = trainable_modules(model, heads, train_neck=s.neck_lr_scale > 0, train_trunk=train_trunk)
     trainable.train()
@@ -393,6 +407,9 @@ def add_train_interactive_parser(subparsers):
                         help=f"seconds for the training loop; the schedule is cut to fit ({defaults.time_budget:g}; "
                              "0 = run all steps)")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes)
+    parser.add_argument("--zoom-share", type=float, default=defaults.zoom_share,
+                        help="share of training entries that are zoom windows around a small object, as the "
+                             f"predictor's second look sees them (default {defaults.zoom_share:g}: whole scenes)")
     parser.add_argument("--images-per-step", type=int, default=defaults.images_per_step)
     parser.add_argument("--objects-per-image", type=int, default=defaults.objects_per_image)
     parser.add_argument("--clicks", type=int, default=defaults.clicks, help="corrective clicks per object")
@@ -422,7 +439,7 @@ def run_train_interactive(args) -> int:
         torch.set_num_threads(args.threads)
     settings = InteractiveSettings(
         init=args.init, out=args.out, tracker_from=args.tracker_from, steps=args.steps, time_budget=args.time_budget or None,
-        train_scenes=args.train_scenes, images_per_step=args.images_per_step,
+        train_scenes=args.train_scenes, zoom_share=args.zoom_share, images_per_step=args.images_per_step,
         objects_per_image=args.objects_per_image, clicks=args.clicks, focal_weight=args.focal_weight, lr=args.lr,
         neck_lr_scale=args.neck_lr_scale, trunk_lr_scale=args.trunk_lr_scale,
         trunk_keep_weight=args.trunk_keep_weight, warmup=args.warmup, seed=args.seed,
