@@ -1,5 +1,6 @@
 """What the embedded model's second looks cost: clicks with and without the zoom on small objects
-(``predict(zoom=...)``), and concept segmentation with and without the masks re-drawn from the
+(``predict(zoom=...)``) and the feedback pass (each candidate decoded again from its own logits,
+``InteractivePredictor.feedback``), and concept segmentation with and without the masks re-drawn from the
 boxes (``refine_masks``), on the same held-out synthetic scenes in one run.
 
     .venv/bin/python benchmarks/bench_second_look.py [--scenes 30] [--threads 2] [--checkpoint embedded]
@@ -40,7 +41,10 @@ def main() -> int:
     scenes = [next(stream) for _ in range(args.scenes)]
     clicks = [[p for p in map(farthest_interior_point, scene.masks) if p is not None] for scene in scenes]
 
-    def per_click(zoom: bool) -> float:
+    feedback = model.interactive.feedback
+
+    def per_click(zoom: bool, fed_back: bool = False) -> float:
+        model.interactive.feedback = fed_back
         start = time.perf_counter()
         for scene, points in zip(scenes, clicks):
             state = model.set_image(scene.image)
@@ -56,13 +60,16 @@ def main() -> int:
         return (time.perf_counter() - start) / len(scenes)
 
     per_click(False)  # warm-up
-    rows = [("click, plain", per_click(False)), ("click, zoom on small objects", per_click(True)),
-            ("segment, detector masks", per_image(False)), ("segment, masks refined from boxes", per_image(True))]
-    print(f"{args.scenes} scenes, {sum(map(len, clicks))} clicks, {args.threads} threads")
+    clicks_rows = [("click, plain", per_click(False)), ("click, zoom on small objects", per_click(True)),
+                   ("click, zoom + feedback", per_click(True, True))]
+    model.interactive.feedback = feedback
+    image_rows = [("segment, detector masks", per_image(False)), ("segment, masks refined from boxes", per_image(True))]
+    print(f"{args.scenes} scenes, {sum(map(len, clicks))} clicks, {args.threads} threads; "
+          f"the checkpoint's config: feedback {'on' if feedback else 'off'}")
     print(f"{'path':<36} {'ms':>8} {'x plain':>8}")
-    for i, (name, seconds) in enumerate(rows):
-        plain = rows[i - i % 2][1]
-        print(f"{name:<36} {1000 * seconds:8.1f} {seconds / plain:8.2f}")
+    for rows in (clicks_rows, image_rows):
+        for name, seconds in rows:
+            print(f"{name:<36} {1000 * seconds:8.1f} {seconds / rows[0][1]:8.2f}")
     return 0
 
 

@@ -137,7 +137,9 @@ class Sam3(ConceptPredictor):
         self.memory = memory  # the tracker's video memory path (official sam3.pt carries it)
         zoom = model.config.interactive_zoom
         self.interactive = (InteractivePredictor(tracker, max_hole_area=model.config.interactive_hole_area,
-                                                 zoom=None if zoom is None else ZoomRule(zoom), encode=self.set_image)
+                                                 zoom=None if zoom is None else ZoomRule(zoom), encode=self.set_image,
+                                                 feedback=model.config.interactive_feedback,
+                                                 box_clip=model.config.interactive_box_clip)
                             if tracker is not None else None)
 
     def postprocess(self, outputs, index, state, threshold, prompt=None):
@@ -168,18 +170,20 @@ class Sam3(ConceptPredictor):
         return Sam3VideoPredictor(build_concept_video_model(self, **options))
 
     def predict(self, image, points=None, point_labels=None, box=None, mask_input=None,
-                multimask_output: bool = True, return_logits: bool = False, zoom: bool | None = None) -> InteractiveMasks:
+                multimask_output: bool = True, return_logits: bool = False, zoom: bool | None = None,
+                box_clip: bool | None = None) -> InteractiveMasks:
         """Segment one object (the SAM 1/2 task): points (N, 2) x, y pixels with labels 1/0,
         a box x0, y0, x1, y1 in pixels, and/or ``mask_input`` low-res logits from an earlier call.
         Returns (masks (K, H, W) bool, iou_scores (K,), low_res_logits (K, L, L)).
         ``zoom``: force the second look at small objects on (True, with a default window of 3.5x
-        the object) or off; None follows the config (on for the embedded model, off for official)."""
+        the object) or off; ``box_clip``: keep the mask inside the box or not. None follows the
+        config for both (on for the embedded model, off for the official ones)."""
         if self.interactive is None:
             raise InvalidInputError("this model has no tracker weights, so it cannot take point or box prompts; "
                                     "load the official sam3.pt (it carries tracker.* weights)")
         state = image if isinstance(image, ImageState) else self.set_image(image)
         return self.interactive.predict(state, points, point_labels, box, mask_input, multimask_output, return_logits,
-                                        zoom)
+                                        zoom, box_clip)
 
     @classmethod
     def from_pretrained(cls, repo_id: str = HUB_REPO, **kwargs) -> "Sam3":

@@ -144,6 +144,7 @@ def _click(args) -> int:
         box=box,
         multimask_output=not args.single,
         zoom=args.zoom,
+        box_clip=args.box_clip,
     )
     order = torch.argsort(scores, descending=True)
     best = int(order[0])
@@ -242,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     click.add_argument("--zoom", action=argparse.BooleanOptionalAction, default=None,
                        help="look again at a small object on a window cut around it (default: the model config's; "
                             "on for the embedded model, off for official weights)")
+    click.add_argument("--box-clip", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep the mask inside --box (default: the model config's; on for the embedded model, "
+                            "off for official weights)")
     click.add_argument("--out", default="opensam3_out", help="output directory (default opensam3_out)")
     _add_model_args(click)
     click.set_defaults(func=_click)

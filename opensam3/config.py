@@ -93,6 +93,12 @@ class Sam3Config:
     # Click / box predictions on small objects look again on a window cut around them, the window
     # this many times the object's box side (predictor/zoom.py). None = off, as the official code.
     interactive_zoom: float | None = None
+    # Click / box predictions without a mask_input decode each candidate once more with its own
+    # logits as the mask input (predictor/interactive.py). False = off, as the official code.
+    interactive_feedback: bool = False
+    # A box prompt bounds its mask: pixels whose centres lie outside the box are background.
+    # False = off, as the official code (its masks may spill out of the box).
+    interactive_box_clip: bool = False
     # Concept detections' masks re-drawn by the click / box head from each detection's box (and
     # zoom, as set above). False = the detector's own masks, as the official code.
     refine_masks: bool = False
@@ -181,12 +187,19 @@ EMBEDDED = Sam3Config(
     # mask size) closes: on 60 held-out scenes (2026-11-30) one-click IoU >= 0.8 went 57.9% -> 59.5%
     # without it (rings 26% -> 39%), tight boxes >= 0.85 51.6% -> 52.0%.
     interactive_hole_area=0.0,
-    # A 20 px object covers about two of the 16 x 16 tokens. Window = 3.5 x the object's side,
-    # chosen on 80 scenes of seed 12345 (2026-11-30; 3.0 / 3.5 / 4 / 5 gave clicks 72.5 / 73.3 /
-    # 72.5 / 70.7%, boxes 78.5 / 77.2 / 76.2 / 72.3%, none 63.5 / 61.4%). On the 200 held-out
-    # scenes of evaluate_interactive (the model before this one): clicks IoU >= 0.8 63.1% -> 74.1%,
-    # boxes >= 0.85 59.3% -> 76.7%; the shipped model 66.5% -> 76.1% and 61.3% -> 78.8%.
-    interactive_zoom=3.5,
+    # A 20 px object covers about two of the 16 x 16 tokens. Window = 3 x the object's side. First
+    # chosen on 80 scenes of seed 12345 (2026-11-30, model trained on whole scenes: margins 3.0 /
+    # 3.5 / 4 / 5 gave clicks 72.5 / 73.3 / 72.5 / 70.7%, boxes 78.5 / 77.2 / 76.2 / 72.3%, none
+    # 63.5 / 61.4%: 3.5); the model trained on zoom windows as well prefers 3 (same scenes, with
+    # feedback and box clipping: 2.5 / 3 / 3.5 / 4 gave clicks 85.0 / 85.2 / 83.7 / 81.9%, boxes
+    # 87.6 / 87.1 / 87.1 / 85.8%).
+    interactive_zoom=3.0,
+    # Chosen on the same 80 scenes (2026-11-30, the model trained on zoom windows; zoom 3.5): one
+    # click IoU >= 0.8 78.2% -> 82.4% with each candidate decoded again from its own logits; tight
+    # boxes >= 0.85 81.9% -> 85.5% with the mask kept inside the box (feeding back box answers
+    # gained nothing: 81.9% -> 81.6%).
+    interactive_feedback=True,
+    interactive_box_clip=True,
     # The click / box head draws better masks than this small detector's mask head: on the 1200
     # held-out pairs (2026-11-30, the T3 model) re-drawing each detection's mask from its box
     # (zoom on) took pmF1 0.541 -> 0.613 and cgF1 25.73 -> 29.17 (0.584 / 27.79 without zoom).
@@ -210,7 +223,8 @@ def config_to_dict(config: Sam3Config) -> dict:
 
 # Settings that filter outputs but do not shape the weights: a checkpoint or a training state
 # stays valid when they change.
-INFERENCE_FIELDS = ("nms_iou", "query_logit_offset", "interactive_hole_area", "interactive_zoom", "refine_masks")
+INFERENCE_FIELDS = ("nms_iou", "query_logit_offset", "interactive_hole_area", "interactive_zoom", "interactive_feedback",
+                    "interactive_box_clip", "refine_masks")
 
 
 def architecture_differences(a: Sam3Config, b: Sam3Config) -> list[str]:

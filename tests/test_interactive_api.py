@@ -9,6 +9,7 @@ from PIL import Image
 
 import opensam3
 from opensam3.cli import main as cli_main
+from opensam3.data import rle
 from opensam3.errors import InvalidInputError
 
 
@@ -82,6 +83,17 @@ def test_click_cli(tmp_path, capsys, tiny_interactive_checkpoint):
         assert cli_main(["click", str(image), "--point", "40,30", flag, "--checkpoint", str(tiny_interactive_checkpoint),
                          "--out", str(tmp_path / flag)]) == 0
         assert len(json.loads((tmp_path / flag / "scene_click.json").read_text())["masks"]) == 3
+    # --box-clip keeps the mask inside the box (the tiny seeded heads spill out of it)
+    masks = {}
+    for flag in ("--box-clip", "--no-box-clip"):
+        assert cli_main(["click", str(image), "--box", "30,20,60,50", "--single", flag, "--checkpoint",
+                         str(tiny_interactive_checkpoint), "--out", str(tmp_path / flag)]) == 0
+        record = json.loads((tmp_path / flag / "scene_click.json").read_text())
+        masks[flag] = rle.decode(record["masks"][0]["segmentation"]).astype(bool)
+    outside = np.ones((70, 90), dtype=bool)
+    outside[20:50, 30:60] = False
+    assert not masks["--box-clip"][outside].any() and masks["--no-box-clip"][outside].any()
+    assert np.array_equal(masks["--box-clip"][~outside], masks["--no-box-clip"][~outside])
     assert cli_main(["click", str(image), "--checkpoint", str(tiny_interactive_checkpoint)]) == 2
     assert "at least one --point" in capsys.readouterr().err
     assert cli_main(["click", str(image), "--point", "400,30", "--checkpoint", str(tiny_interactive_checkpoint)]) == 2

@@ -407,6 +407,8 @@ def add_train_interactive_parser(subparsers):
                         help=f"seconds for the training loop; the schedule is cut to fit ({defaults.time_budget:g}; "
                              "0 = run all steps)")
     parser.add_argument("--train-scenes", type=int, default=defaults.train_scenes)
+    parser.add_argument("--data-seed", type=int, default=defaults.data_seed,
+                        help=f"seed of the synthetic training scenes (default {defaults.data_seed}; evaluation uses 11)")
     parser.add_argument("--zoom-share", type=float, default=defaults.zoom_share,
                         help="share of training entries that are zoom windows around a small object, as the "
                              f"predictor's second look sees them (default {defaults.zoom_share:g}: whole scenes)")
@@ -439,7 +441,7 @@ def run_train_interactive(args) -> int:
         torch.set_num_threads(args.threads)
     settings = InteractiveSettings(
         init=args.init, out=args.out, tracker_from=args.tracker_from, steps=args.steps, time_budget=args.time_budget or None,
-        train_scenes=args.train_scenes, zoom_share=args.zoom_share, images_per_step=args.images_per_step,
+        train_scenes=args.train_scenes, data_seed=args.data_seed, zoom_share=args.zoom_share, images_per_step=args.images_per_step,
         objects_per_image=args.objects_per_image, clicks=args.clicks, focal_weight=args.focal_weight, lr=args.lr,
         neck_lr_scale=args.neck_lr_scale, trunk_lr_scale=args.trunk_lr_scale,
         trunk_keep_weight=args.trunk_keep_weight, warmup=args.warmup, seed=args.seed,
