@@ -50,8 +50,8 @@ def test_shipped_weights_are_small_and_load_by_default(embedded):
 
 def test_held_out_quality(embedded, tmp_path):
     # 8 unseen scenes, 64 image-phrase pairs (3 of 8 negative). The shipped weights measure
-    # cgF1 29.4, IL_MCC 0.491, pmF1 0.599 here with the embedded config's mask refinement, pmF1
-    # 0.547 without (2026-11-30; 29.1 / 0.476 / 0.612 on 1200 pairs)
+    # cgF1 33.4, IL_MCC 0.527, pmF1 0.634 here with the embedded config's mask refinement, pmF1
+    # 0.553 without (2026-11-30; 32.1 / 0.506 / 0.634 on 1200 pairs)
     summary = write_image_dataset(tmp_path, num_images=8, seed=HELD_OUT_SEED, size=embedded.model.config.image_size)
     assert summary.pairs >= 60 and summary.negative_ratio >= 0.3
     assert embedded.refine_masks
@@ -59,15 +59,15 @@ def test_held_out_quality(embedded, tmp_path):
     metrics = evaluate_image_cgf1([summary.gt_path], predictions, iou_type="segm")
     # the evaluator reports pmF1 x IL_MCC on a 0-1 scale, as the official one; papers quote x100
     cgf1, il_mcc = 100 * metrics["cgF1_eval_segm_cgF1"], metrics["cgF1_eval_segm_IL_MCC"]
-    assert cgf1 >= 24.0, json.dumps(metrics, indent=1)
-    assert il_mcc >= 0.40, json.dumps(metrics, indent=1)
-    assert metrics["cgF1_eval_segm_positive_micro_F1"] >= 0.52, json.dumps(metrics, indent=1)
+    assert cgf1 >= 28.0, json.dumps(metrics, indent=1)
+    assert il_mcc >= 0.45, json.dumps(metrics, indent=1)
+    assert metrics["cgF1_eval_segm_positive_micro_F1"] >= 0.58, json.dumps(metrics, indent=1)
     # the detector's own masks are coarser: refinement from the boxes is what lifts pmF1
     plain = opensam3.load(refine_masks=False)
     unrefined = evaluate_image_cgf1([summary.gt_path], predict_dataset(plain, summary.gt_path, summary.media_dir),
                                     iou_type="segm")
     assert (metrics["cgF1_eval_segm_positive_micro_F1"]
-            >= unrefined["cgF1_eval_segm_positive_micro_F1"] + 0.03), (metrics, unrefined)
+            >= unrefined["cgF1_eval_segm_positive_micro_F1"] + 0.05), (metrics, unrefined)
 
 
 def _best_mask_on_a_true_instance(result, pair) -> bool:
@@ -79,7 +79,7 @@ def _best_mask_on_a_true_instance(result, pair) -> bool:
 
 def test_masks_sit_on_the_named_objects(embedded):
     # every positive phrase of six held-out scenes: the best detection overlaps a true instance
-    # (IoU >= 0.5) for 21 of their 30 phrases with the shipped weights (2026-11-30)
+    # (IoU >= 0.5) for 23 of their 30 phrases with the shipped weights (2026-11-30)
     size = embedded.model.config.image_size
     hits = total = 0
     for scene in itertools.islice(scene_stream(seed=HELD_OUT_SEED, size=size, start=3), 6):
@@ -87,7 +87,7 @@ def test_masks_sit_on_the_named_objects(embedded):
         results = embedded.segment(scene.image, text=[p.phrase for p in pairs])
         hits += sum(_best_mask_on_a_true_instance(r, p) for r, p in zip(results, pairs))
         total += len(pairs)
-    assert total >= 25 and hits >= 0.55 * total, f"{hits} of {total} phrases found on a true instance"
+    assert total >= 25 and hits >= 0.65 * total, f"{hits} of {total} phrases found on a true instance"
 
 
 def test_same_prompt_same_output(embedded):
@@ -128,20 +128,33 @@ def test_demo_writes_overlays_for_its_phrases(tmp_path, monkeypatch, capsys):
 # ---- points and boxes (the tracker heads shipped with the embedded model) --------------------
 def test_clicks_and_boxes_on_held_out_objects(embedded):
     # one click at each object's most interior point (best of three masks by predicted IoU) and
-    # its tight box, on the 62 objects of 12 held-out scenes: the shipped weights reach IoU >= 0.8
-    # for 73% of the clicks and >= 0.85 for 77% of the boxes with the embedded config's zoom on
-    # small objects, 63% / 65% without it (2026-11-30; issue 6 asks 80% / 85%)
+    # its tight box, on the 62 objects of 12 held-out scenes, shipped weights (2026-11-30; issue 6
+    # asks 80% / 85%, met on 200 scenes: 82.0% / 85.3%). IoU >= 0.8 for clicks / >= 0.85 for
+    # boxes: as configured 79.0% / 82.3%; without the zoom 71.0% / 69.4%; without the feedback
+    # pass 75.8% / 82.3%; without the box clip 79.0% / 80.6%; all three off 69.4% / 67.7%
     from opensam3.train.interactive_eval import evaluate_interactive
 
-    assert embedded.model.config.interactive_zoom == 3.5
-    zoomed = evaluate_interactive(embedded, num_scenes=12)
-    plain = evaluate_interactive(embedded, num_scenes=12, zoom=False)
-    assert zoomed["objects"] >= 40
-    assert zoomed["point_success"] >= 0.62, zoomed
-    assert zoomed["box_success"] >= 0.66, zoomed
+    config = embedded.model.config
+    assert (config.interactive_zoom, config.interactive_feedback, config.interactive_box_clip) == (3.0, True, True)
+    predictor = embedded.interactive
+    configured = evaluate_interactive(embedded, num_scenes=12)
+    no_zoom = evaluate_interactive(embedded, num_scenes=12, zoom=False)
+    try:
+        predictor.feedback = False
+        no_feedback = evaluate_interactive(embedded, num_scenes=12)
+        predictor.feedback, predictor.box_clip = True, False
+        no_clip = evaluate_interactive(embedded, num_scenes=12)
+    finally:
+        predictor.feedback, predictor.box_clip = True, True
+    assert configured["objects"] >= 40
+    assert configured["point_success"] >= 0.74, configured
+    assert configured["box_success"] >= 0.77, configured
     # the second look is what lifts the small objects
-    assert zoomed["point_success"] >= plain["point_success"] + 0.05, (zoomed, plain)
-    assert zoomed["box_success"] >= plain["box_success"] + 0.08, (zoomed, plain)
+    assert configured["point_success"] >= no_zoom["point_success"] + 0.05, (configured, no_zoom)
+    assert configured["box_success"] >= no_zoom["box_success"] + 0.08, (configured, no_zoom)
+    # feeding each click's answer back sharpens some; keeping box masks in their boxes loses none
+    assert configured["point_success"] >= no_feedback["point_success"] + 0.015, (configured, no_feedback)
+    assert configured["box_success"] >= no_clip["box_success"], (configured, no_clip)
 
 
 def _neighbour_cases(embedded, scenes: int):
@@ -165,10 +178,9 @@ def _neighbour_cases(embedded, scenes: int):
 
 
 def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
-    # In 30 held-out scenes one click's mask covers half or more of another object 21 times; a
+    # In 30 held-out scenes one click's mask covers half or more of another object 23 times; a
     # negative click inside that neighbour (the earlier logits fed back) lowers its mean coverage
-    # from 0.82 to 0.56 and removes it (to a fifth or less) 4 times (2026-11-30). Removing it every
-    # time, as issue 6 asks, is not reached yet; this guards what the shipped weights do.
+    # from 0.89 to 0.48 and removes it (to a fifth or less) 7 times (2026-11-30).
     from opensam3.train.interactive_prompts import farthest_interior_point
 
     cases = removed = 0
@@ -184,16 +196,16 @@ def test_a_negative_click_shrinks_a_wrongly_included_neighbour(embedded):
         coverage_before += before
         coverage_after += after
     assert cases >= 15, f"only {cases} wrongly included neighbours in 30 scenes"
-    assert coverage_after <= 0.8 * coverage_before, (coverage_before / cases, coverage_after / cases)
-    assert removed >= 3, f"the negative click removed the neighbour in {removed} of {cases} cases"
+    assert coverage_after <= 0.7 * coverage_before, (coverage_before / cases, coverage_after / cases)
+    assert removed >= 5, f"the negative click removed the neighbour in {removed} of {cases} cases"
 
 
 # ---- video: the memory shipped with the embedded model ---------------------------------------
 def test_tracks_objects_through_held_out_clips(embedded):
     # every object visible on frame 0 of 4 unseen clips, prompted with its mask or one click and
-    # propagated: mean J 0.826 / 0.821 and J >= 0.5 on 91% / 91% of 270 object-frames with the
+    # propagated: mean J 0.777 / 0.774 and J >= 0.5 on 86% / 86% of 270 object-frames with the
     # shipped weights (2026-11-30). The object that passes fully behind the occluder is mostly
-    # not re-found yet (J 0.14 / 0.17 after it on 20 clips).
+    # not re-found yet (J 0.18 / 0.16 after it on 20 clips).
     from opensam3.train.memory import evaluate_tracking
 
     for prompt in ("mask", "click"):
