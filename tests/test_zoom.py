@@ -126,4 +126,4 @@ def test_zoom_switches_and_errors():
         InteractivePredictor(heads, zoom=ZoomRule(3.5))
     # official configs keep the official behaviour; the embedded model zooms
     assert SAM3.interactive_zoom is None and SAM3_1.interactive_zoom is None and TINY.interactive_zoom is None
-    assert EMBEDDED.interactive_zoom == 3.5
+    assert EMBEDDED.interactive_zoom == 3.0
