@@ -175,7 +175,8 @@ class InteractivePredictor:
         from an earlier call. At least one of them. ``multimask_output`` returns 3 candidates
         (best for a single click), else 1 mask. ``zoom``: True / False to force the second look
         at small objects on or off (None: on when the predictor has a zoom rule); ``box_clip``:
-        True / False to keep the mask inside the box or not (None: the predictor's setting).
+        True / False to keep the mask inside the box or not (None: the predictor's setting); the
+        returned low-res logits are never clipped (the same box clips them again when fed back).
         """
         xy, labels, mask = self._prompts(state, points, point_labels, box, mask_input)
         coords = self._model_coords(xy, state.size)
