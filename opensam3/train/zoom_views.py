@@ -27,19 +27,19 @@ def _jittered(window: ZoomWindow, rng: np.random.Generator, jitter: float, heigh
 
 
 def zoomed_view(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator, size: int,
-                margins: tuple[float, float] = (2.5, 4.5), jitter: float = 0.1, min_pixels: int = 16,
-                rule: ZoomRule = ZoomRule(margin=1.0)) -> tuple[np.ndarray, torch.Tensor] | None:
+                margins: tuple[float, float] = (2.5, 4.5), jitter: float = 0.1,
+                min_pixels: int = 16) -> tuple[np.ndarray, torch.Tensor] | None:
     """A zoom window around one randomly chosen small object of a scene.
 
     image (H, W, 3) uint8 and masks (K, H, W) bool -> the window's pixels (side, side, 3), uncut
     by resizing (the model's preprocessing resizes them, as it does for the predictor's window),
     and the masks (K', size, size) bool of the objects with at least ``min_pixels`` visible in it.
-    The window follows ``rule``'s bounds with a margin drawn from ``margins``; None when the scene
-    has no object small enough to zoom on."""
+    The window is the predictor's (``ZoomRule`` with its default bounds) for a margin drawn from
+    ``margins``; None when the scene has no object small enough to zoom on."""
     height, width = image.shape[:2]
     for index in rng.permutation(len(masks)):
         margin = float(rng.uniform(*margins))
-        window = ZoomRule(margin, rule.min_fraction, rule.max_fraction).window(masks[index], NO_PROMPTS)
+        window = ZoomRule(margin).window(masks[index], NO_PROMPTS)
         if window is None:
             continue
         window = _jittered(window, rng, jitter, height, width)
