@@ -143,7 +143,7 @@ def test_clicks_on_an_image_use_the_interactive_head_and_neck(parts, checkpoint,
     tracker = Multiplex31VideoTracker(*parts)
     video_state = tracker.init_state(frames)
     tracker.add_new_points_or_box(video_state, 0, 1, points=[[100, 70]], labels=[1])
-    expected = video_state.prompts[0].low_res[0, 0]
+    expected = video_state.groups[0].prompts[1].low_res[0, 0]
     torch.testing.assert_close(result.low_res_logits[best], expected, atol=1e-4, rtol=0)
     with pytest.raises(opensam3.InvalidInputError, match="load_multiplex_tracker"):
         sam.video_tracker()

@@ -1,6 +1,6 @@
-"""Video object tracking with SAM 3.1's "Object Multiplex" tracker: every object of a video is
-packed into buckets of ``multiplex_count`` slots, and one memory-attention + decoder +
-memory-encoder pass serves a whole bucket (docs/sam31_multiplex_notes.md).
+"""Video object tracking with SAM 3.1's "Object Multiplex" tracker: objects are packed into
+buckets of ``multiplex_count`` slots, and one memory-attention + decoder + memory-encoder pass
+serves a whole bucket (docs/sam31_multiplex_notes.md).
 
     tracker = Multiplex31VideoTracker(image_model, InteractiveHead(cfg), MultiplexTracker(cfg))
     state = tracker.init_state("clip.mp4")
@@ -8,13 +8,17 @@ memory-encoder pass serves a whole bucket (docs/sam31_multiplex_notes.md).
     tracker.add_new_mask(state, 0, obj_id=2, mask=mask)
     for out in tracker.propagate_in_video(state):
         out.frame_idx, out.obj_ids, out.masks
+    tracker.add_new_points_or_box(state, 30, obj_id=1, points=[[120, 80]], labels=[0])  # correct
+    tracker.add_new_points_or_box(state, 30, obj_id=3, points=[[300, 200]], labels=[1])  # a new object
+    for out in tracker.propagate_in_video(state, start_frame_idx=30): ...
 
-Scope, stated plainly:
+Prompts go on any frame, before or after propagation, as the official pipeline handles them
+(video_multiplex31_state.py): objects prompted on one frame are tracked together, packed into
+buckets; an object added later starts a group of its own; a correction moves its object out of a
+shared group (keeping its pointers, not the shared bucket memories) and makes the prompted frame
+a conditioning frame. Propagation tracks again only the groups whose prompts changed; the others
+keep their outputs.
 
-* Objects are prompted on one frame (clicks, a box or a mask each; prompting an object again
-  replaces its prompt) before the first propagation; propagation then runs forward and/or
-  backward from that frame. Corrections on later frames and objects joining mid-video (the
-  official "dynamic" state) are not implemented: ``reset_state`` and prompt again.
 * Frame features: with a SAM 3.1 backbone (``multiplex_necks``), the interactive head reads the
   interactive neck and the multiplex tracker the propagation neck, as the official
   ``Sam3TriViTDetNeck``; on a SAM 3 backbone its one tracker neck serves both. Official SAM 3.1
@@ -26,9 +30,7 @@ Scope, stated plainly:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,57 +38,16 @@ import torch.nn.functional as F
 
 from ..data.video_io import Video, open_video
 from ..errors import InvalidInputError
+from ..model.tracker.memory_bank import select_closest_cond_frames
 from ..model.tracker.multiplex31 import (EMPTY, InteractiveHead, MultiplexTracker, PointerMemory, SlotAssignment,
                                          SpatialMemory, propagate, spatial_tpos_row)
 from ..model.tracker.tracking import FrameFeatures
+from .video_multiplex31_state import Multiplex31State, ObjectGroup, PromptOutput, StoredFrame
 from .video_prompts import mask_prompt, point_prompt
 from .video_state import VideoFrameResult, processing_order, recent_frames_cache
 from .video_tracker import video_frame_trunk
 
-
-@dataclass
-class PromptOutput:
-    """One object's decoded prompt: low-res logits (1, 1, L, L) (its output on the frame), the
-    logits its memory is encoded from (1, 1, S, S), object score (1, 1), pointer (1, C)."""
-
-    low_res: torch.Tensor
-    for_memory: torch.Tensor
-    score: torch.Tensor
-    pointer: torch.Tensor
-
-
-@dataclass
-class StoredFrame:
-    """A processed frame: per object low-res logits (N, 1, L, L) and scores (N, 1); the bucket
-    memory (nb, C, e, e) with the frame's image features and their encoding (1, C, e, e) and
-    the pointers in mux space (nb, M, C)."""
-
-    masks: torch.Tensor
-    scores: torch.Tensor
-    memory: torch.Tensor
-    image: torch.Tensor
-    image_pos: torch.Tensor
-    pointers: torch.Tensor
-
-
-@dataclass
-class Multiplex31State:
-    """One video's objects, their prompts (all on ``prompt_frame``) and the processed frames."""
-
-    video: Video
-    num_frames: int
-    height: int
-    width: int
-    obj_ids: list[int] = field(default_factory=list)
-    prompt_frame: int | None = None
-    prompts: dict[int, PromptOutput] = field(default_factory=dict)   # object index -> decoded prompt
-    slots: SlotAssignment | None = None                              # set when propagation starts
-    frames: dict[int, StoredFrame] = field(default_factory=dict)
-    features: OrderedDict = field(default_factory=OrderedDict)       # frame -> (interactive, propagation)
-
-    @property
-    def started(self) -> bool:
-        return self.slots is not None
+__all__ = ["Multiplex31VideoTracker", "Multiplex31State", "PromptOutput", "StoredFrame"]
 
 
 class Multiplex31VideoTracker:
@@ -138,9 +99,8 @@ class Multiplex31VideoTracker:
     def reset_state(self, state: Multiplex31State) -> None:
         """Forget every object, prompt and result (cached frame features stay)."""
         state.obj_ids.clear()
-        state.prompts.clear()
-        state.frames.clear()
-        state.prompt_frame, state.slots = None, None
+        state.groups.clear()
+        state.point_inputs.clear()
 
     # ---- features ----
     def frame_trunk(self, video: Video, frame_idx: int) -> torch.Tensor:
@@ -173,44 +133,37 @@ class Multiplex31VideoTracker:
         frame_idx = state.video.check_index(frame_idx)
         if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)):
             raise InvalidInputError(f"object ids are integers; got {obj_id!r}")
-        if state.started:
-            raise InvalidInputError("this SAM 3.1 tracker takes its prompts before propagation: call reset_state() "
-                                    "and prompt every object again")
-        if state.prompt_frame is not None and frame_idx != state.prompt_frame:
-            raise InvalidInputError(f"all objects are prompted on frame {state.prompt_frame} (this SAM 3.1 tracker "
-                                    f"takes prompts on one frame); got frame {frame_idx}")
         return frame_idx, int(obj_id)
-
-    def _store_prompt(self, state: Multiplex31State, frame_idx: int, obj_id: int, output: PromptOutput
-                      ) -> VideoFrameResult:
-        """Record a decoded prompt (the state changes only once decoding succeeded)."""
-        state.prompt_frame = frame_idx
-        if obj_id not in state.obj_ids:
-            state.obj_ids.append(obj_id)
-        state.prompts[state.obj_ids.index(obj_id)] = output
-        low = torch.cat([state.prompts[i].low_res for i in range(len(state.obj_ids))])
-        return VideoFrameResult(frame_idx, list(state.obj_ids), self._video_masks(state, low).cpu())
 
     @torch.inference_mode()
     def add_new_points_or_box(self, state: Multiplex31State, frame_idx: int, obj_id: int, points=None, labels=None,
-                              box=None) -> VideoFrameResult:
+                              box=None, clear_old_points: bool = True) -> VideoFrameResult:
         """Clicks (x, y pixels; labels 1 object / 0 background) and/or a box (x0, y0, x1, y1
-        pixels) for one object; returns every prompted object's mask on the frame."""
+        pixels) for one object on one frame: a new object, or a correction of a tracked one.
+        ``clear_old_points=False`` adds the clicks to the object's earlier clicks on this frame.
+        Returns the masks of the objects that have an output on the frame."""
         coords, point_labels = point_prompt(points, labels, box, state.width, state.height, self.config.image_size,
                                             self.device)
         frame_idx, obj_id = self._check_prompt(state, frame_idx, obj_id)
+        if box is not None and not clear_old_points:
+            raise InvalidInputError("a box must come before any clicks: add it with clear_old_points=True")
+        old = None if clear_old_points else state.point_inputs.get((obj_id, frame_idx))
+        if old is not None:
+            coords, point_labels = torch.cat([old[0], coords], dim=1), torch.cat([old[1], point_labels], dim=1)
         interactive, _ = self.frame_features(state, frame_idx)
         low, _, score, pointer = self.interactive.predict(interactive.image, interactive.high_res,
                                                          coords.to(self.dtype), point_labels,
                                                          self.tracker.no_obj_ptr_linear)
         size = self.config.image_size
         high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        return self._store_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
+        self._apply_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
+        state.point_inputs[(obj_id, frame_idx)] = (coords, point_labels)
+        return self._frame_result(state, frame_idx)
 
     @torch.inference_mode()
     def add_new_mask(self, state: Multiplex31State, frame_idx: int, obj_id: int, mask) -> VideoFrameResult:
-        """A mask (H', W', resized to the video if needed) for one object; returns every prompted
-        object's mask on the frame."""
+        """A mask (H', W', resized to the video if needed) for one object on one frame (a new
+        object or a correction); returns the masks of the objects that have an output there."""
         model_mask, _ = mask_prompt(mask, state.height, state.width, self.input_mask_size, self.device)
         frame_idx, obj_id = self._check_prompt(state, frame_idx, obj_id)
         interactive, _ = self.frame_features(state, frame_idx)
@@ -220,7 +173,77 @@ class Multiplex31VideoTracker:
                             antialias=True)
         size = self.config.image_size
         high = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        return self._store_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
+        self._apply_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
+        state.point_inputs.pop((obj_id, frame_idx), None)
+        return self._frame_result(state, frame_idx)
+
+    def _apply_prompt(self, state: Multiplex31State, frame_idx: int, obj_id: int, output: PromptOutput) -> None:
+        """Put a decoded prompt where it belongs (rules: video_multiplex31_state.py)."""
+        group = state.group_of(obj_id)
+        if group is None or (not group.packed and group.frame == frame_idx):
+            if group is None:  # a new object joins the unpacked group of its frame
+                group = state.open_group(frame_idx)
+                group.obj_ids.append(obj_id)
+                state.obj_ids.append(obj_id)
+            group.prompts[obj_id] = output
+            return
+        # a correction (or a second prompted frame): the object's group must exist in buckets
+        if not group.packed:
+            self._pack(state, group)
+        if len(group.obj_ids) > 1:
+            alone = group.extract(obj_id, self.config.multiplex_count)
+            state.groups.append(alone)
+            group = alone
+        _, propagation = self.frame_features(state, frame_idx)
+        memory, _ = self.tracker.encode_memory(propagation.image, output.for_memory.to(self.dtype), output.score,
+                                               group.slots, conditioning=torch.ones(1, dtype=torch.bool,
+                                                                                    device=self.device))
+        group.frames[frame_idx] = StoredFrame(output.low_res, output.score, memory.to(self.memory_dtype),
+                                              propagation.image, propagation.pos, group.slots.mux(output.pointer))
+        group.cond.add(frame_idx)
+        group.fresh.clear()  # its other frames are tracked again from the new prompt
+
+    @torch.inference_mode()
+    def remove_object(self, state: Multiplex31State, obj_id: int) -> None:
+        """Stop tracking one object: its slot is retired, buckets left empty are dropped, and its
+        masks leave every stored frame; the other objects keep their outputs."""
+        group = state.group_of(obj_id)
+        if group is None:
+            raise InvalidInputError(f"unknown object id {obj_id!r}; this session tracks {state.obj_ids}")
+        group.drop(obj_id)
+        if not group.obj_ids:
+            state.groups.remove(group)
+        state.obj_ids.remove(obj_id)
+        for key in [key for key in state.point_inputs if key[0] == obj_id]:
+            del state.point_inputs[key]
+
+    def _frame_result(self, state: Multiplex31State, frame_idx: int, with_logits: bool = False) -> VideoFrameResult:
+        """Masks of the objects (in the order they were first prompted) with an output on the frame."""
+        ids, rows, scores = [], [], []
+        for obj_id in state.obj_ids:
+            group = state.group_of(obj_id)
+            if group.packed:
+                stored = group.frames.get(frame_idx)
+                if stored is None:
+                    continue
+                row = group.row(obj_id)
+                low, score = stored.masks[row:row + 1], stored.scores[row:row + 1]
+            elif group.frame == frame_idx:
+                low, score = group.prompts[obj_id].low_res, group.prompts[obj_id].score
+            else:
+                continue
+            ids.append(obj_id)
+            rows.append(low)
+            scores.append(score)
+        if not rows:
+            size = self.config.low_res_size
+            empty = torch.zeros(0, 1, size, size, device=self.device)
+            return VideoFrameResult(frame_idx, [], self._video_masks(state, empty).cpu())
+        low = torch.cat(rows)
+        masks = self._video_masks(state, low).cpu()
+        if not with_logits:
+            return VideoFrameResult(frame_idx, ids, masks)
+        return VideoFrameResult(frame_idx, ids, masks, torch.cat(scores)[:, 0].float().cpu(), low[:, 0].cpu())
 
     def _video_masks(self, state: Multiplex31State, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) logits -> (N, H, W) bool at the video's resolution."""
@@ -233,73 +256,82 @@ class Multiplex31VideoTracker:
         buckets = [list(range(start, min(start + per_bucket, num_objects))) for start in range(0, num_objects, per_bucket)]
         return SlotAssignment([bucket + [EMPTY] * (slots - len(bucket)) for bucket in buckets], slots)
 
-    def _preflight(self, state: Multiplex31State) -> None:
-        """Pack the objects into buckets and encode the prompted frame's memory, all objects
-        marked as conditioning objects."""
-        if state.started:
-            return
-        if not state.obj_ids:
-            raise InvalidInputError("no objects to track: add points, a box or a mask first")
-        count = len(state.obj_ids)
+    def _pack(self, state: Multiplex31State, group: ObjectGroup) -> None:
+        """Pack a group's objects into buckets and encode its prompted frame's memory, every
+        object marked as a conditioning object."""
+        count = len(group.obj_ids)
         slots = self._layout(count)
-        prompts = [state.prompts[i] for i in range(count)]
+        prompts = [group.prompts[obj_id] for obj_id in group.obj_ids]
         high = torch.cat([p.for_memory for p in prompts])
         scores = torch.cat([p.score for p in prompts])
         pointers = torch.cat([p.pointer for p in prompts])
-        _, propagation = self.frame_features(state, state.prompt_frame)
+        _, propagation = self.frame_features(state, group.frame)
         memory, _ = self.tracker.encode_memory(propagation.image, high.to(self.dtype), scores, slots,
                                                conditioning=torch.ones(count, dtype=torch.bool, device=self.device))
         low = torch.cat([p.low_res for p in prompts])
-        state.frames[state.prompt_frame] = StoredFrame(low, scores, memory.to(self.memory_dtype), propagation.image,
-                                                       propagation.pos, slots.mux(pointers))
-        state.slots = slots
+        group.frames[group.frame] = StoredFrame(low, scores, memory.to(self.memory_dtype), propagation.image,
+                                                propagation.pos, slots.mux(pointers))
+        group.slots, group.cond, group.prompts = slots, {group.frame}, {}
 
-    def _memories(self, state: Multiplex31State, frame_idx: int, reverse: bool
+    def _preflight(self, state: Multiplex31State) -> None:
+        if not state.obj_ids:
+            raise InvalidInputError("no objects to track: add points, a box or a mask first")
+        for group in state.groups:
+            if not group.packed:
+                self._pack(state, group)
+
+    def _memories(self, state: Multiplex31State, group: ObjectGroup, frame_idx: int, reverse: bool
                   ) -> tuple[list[SpatialMemory], list[PointerMemory]]:
-        """The prompted frame plus the previous ``num_maskmem - 1`` tracked frames (spatial), and
-        it plus up to ``max_obj_ptrs_in_encoder - 1`` tracked frames (pointers), oldest first."""
-        config, cond = self.config, state.prompt_frame
+        """What one group attends to on a frame (official evaluation rules): its closest
+        ``max_cond_frames_in_attn`` conditioning frames and the previous ``num_maskmem - 1``
+        frames (spatial memory, where the group has one), and the pointers of those conditioning
+        frames that lie behind plus up to ``max_obj_ptrs_in_encoder - 1`` previous frames."""
+        config = self.config
         step = 1 if reverse else -1
-        stored = state.frames[cond]
-        # how far the prompted frame lies in the past of this propagation (<= 0: ahead of it)
-        behind = (cond - frame_idx) * step
+        selected, _ = select_closest_cond_frames(frame_idx, {t: group.frames[t] for t in sorted(group.cond)},
+                                                 config.max_cond_frames_in_attn)
+        # how far each conditioning frame lies in the past of this propagation (<= 0: ahead of it)
+        behind = {t: (t - frame_idx) * step for t in selected}
         spatial = [SpatialMemory(stored.memory, stored.image, stored.image_pos,
-                                 spatial_tpos_row(behind, True, config.num_maskmem))]
+                                 spatial_tpos_row(behind[t], True, config.num_maskmem))
+                   for t, stored in selected.items() if stored.memory is not None]
         for back in range(config.num_maskmem - 1, 0, -1):
-            t = frame_idx + step * back
-            if t != cond and t in state.frames:
-                past = state.frames[t]
-                spatial.append(SpatialMemory(past.memory, past.image, past.image_pos,
+            stored = group.frames.get(frame_idx + step * back)
+            if frame_idx + step * back not in selected and stored is not None and stored.memory is not None:
+                spatial.append(SpatialMemory(stored.memory, stored.image, stored.image_pos,
                                              spatial_tpos_row(back, False, config.num_maskmem)))
-        # a prompted frame ahead of the propagation lends its memory but not its pointers (official rule)
-        pointers = [PointerMemory(stored.pointers, behind)] if behind >= 0 else []
+        # a conditioning frame ahead of the propagation lends its memory but not its pointers (official rule)
+        pointers = [PointerMemory(stored.pointers, behind[t]) for t, stored in selected.items() if behind[t] >= 0]
         for back in range(1, min(state.num_frames, config.max_obj_ptrs_in_encoder)):
             t = frame_idx + step * back
-            if t != cond and t in state.frames:
-                pointers.append(PointerMemory(state.frames[t].pointers, back))
+            if t not in selected and t in group.frames:
+                pointers.append(PointerMemory(group.frames[t].pointers, back))
         return spatial, pointers
 
     @torch.inference_mode()
     def propagate_in_video(self, state: Multiplex31State, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None,
                            reverse: bool = False) -> Iterator[VideoFrameResult]:
-        """Track every object from ``start_frame_idx`` (default: the prompted frame) forward, or
-        backward with ``reverse``, over at most ``max_frame_num_to_track`` more frames; frames
-        already processed give their stored result."""
+        """Track every object from ``start_frame_idx`` (default: the first prompted frame)
+        forward, or backward with ``reverse``, over at most ``max_frame_num_to_track`` more
+        frames. A group's prompted frames keep their prompt output; frames it tracked since its
+        prompts last changed give their stored result; the rest are tracked."""
         self._preflight(state)
-        start = state.prompt_frame if start_frame_idx is None else state.video.check_index(start_frame_idx)
+        if start_frame_idx is None:
+            start = min(group.first_frame() for group in state.groups)
+        else:
+            start = state.video.check_index(start_frame_idx)
         for frame_idx in processing_order(start, max_frame_num_to_track, reverse, state.num_frames):
-            stored = state.frames.get(frame_idx)
-            if stored is None:
-                stored = self._track(state, frame_idx, reverse)
-            yield VideoFrameResult(frame_idx, list(state.obj_ids), self._video_masks(state, stored.masks).cpu(),
-                                   stored.scores[:, 0].float().cpu(), stored.masks[:, 0].cpu())
+            for group in state.groups:
+                if frame_idx not in group.cond and frame_idx not in group.fresh:
+                    self._track(state, group, frame_idx, reverse)
+            yield self._frame_result(state, frame_idx, with_logits=True)
 
-    def _track(self, state: Multiplex31State, frame_idx: int, reverse: bool) -> StoredFrame:
+    def _track(self, state: Multiplex31State, group: ObjectGroup, frame_idx: int, reverse: bool) -> None:
         _, features = self.frame_features(state, frame_idx)
-        spatial, pointers = self._memories(state, frame_idx, reverse)
-        out = propagate(self.tracker, features, state.slots, spatial, pointers, state.num_frames)
-        stored = StoredFrame(out.low_res_masks, out.object_score_logits, out.memory_features.to(self.memory_dtype),
-                             features.image, features.pos, state.slots.mux(out.obj_ptr))
-        state.frames[frame_idx] = stored
-        return stored
+        spatial, pointers = self._memories(state, group, frame_idx, reverse)
+        out = propagate(self.tracker, features, group.slots, spatial, pointers, state.num_frames)
+        group.frames[frame_idx] = StoredFrame(out.low_res_masks, out.object_score_logits,
+                                              out.memory_features.to(self.memory_dtype), features.image, features.pos,
+                                              group.slots.mux(out.obj_ptr))
+        group.fresh.add(frame_idx)
