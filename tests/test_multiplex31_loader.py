@@ -147,3 +147,45 @@ def test_clicks_on_an_image_use_the_interactive_head_and_neck(parts, checkpoint,
     torch.testing.assert_close(result.low_res_logits[best], expected, atol=1e-4, rtol=0)
     with pytest.raises(opensam3.InvalidInputError, match="load_multiplex_tracker"):
         sam.video_tracker()
+
+
+def test_track_command_sends_clicks_to_the_multiplex_tracker(tmp_path, frames):
+    """``opensam3 track`` on a SAM 3.1 file: each group of clicks (a new object, an object added
+    on a later frame, a correction) goes to the multiplex tracker; --text is a clear error."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from opensam3.api import CONFIG_METADATA_KEY
+    from opensam3.config import config_to_dict
+    from opensam3.data.rle import decode
+    from opensam3.data.video_io import VideoWriter
+    from opensam3.predictor.track_cli import run_track
+    from test_video_session import _track_args
+
+    # the release tracker sizes at this image model's resolution and width (what the loader assumes)
+    release = dataclasses.replace(MultiplexTrackerConfig(), image_size=TINY_31.image_size,
+                                  backbone_stride=TINY_31.vision.patch_size, dim=TINY_31.vision.neck_dim)
+    torch.manual_seed(0)
+    model = Sam3ImageModel(TINY_31).eval()
+    seed_module(model, prefix="detector.")
+    path = tmp_path / "sam3.1_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in official_layout(model, *seeded_heads(release)).items()}, str(path),
+              metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(TINY_31))})
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, fps=5) as writer:
+        for frame in frames:
+            writer.write(frame)
+    out = tmp_path / "out"
+    args = _track_args(str(clip), "--point", "100,70", "--point", "30,20", "--point", "90,60:neg",
+                       "--frame", "0", "--frame", "1", "--frame", "2", "--obj-id", "1", "--obj-id", "2",
+                       "--obj-id", "1", "--checkpoint", str(path), "--out", str(out), "--quiet", "--no-video")
+    assert run_track(args) == 0
+    records = [json.loads((out / "frames" / f"{t:05d}.json").read_text()) for t in range(3)]
+    seen = {obj["obj_id"] for record in records for obj in record["objects"]}
+    assert seen == {1, 2}
+    for record in records:
+        for obj in record["objects"]:
+            assert decode(obj["segmentation"]).sum() == obj["area"] > 0 and 0 <= obj["score"] <= 1
+    with pytest.raises(opensam3.InvalidInputError, match="SAM 3.1 checkpoint.*--text needs SAM 3"):
+        run_track(_track_args(str(clip), "--text", "a cat", "--checkpoint", str(path), "--out", str(out)))

@@ -4,7 +4,9 @@ or refine objects, written as per-frame COCO-RLE JSON and an overlay MP4.
 
 The run follows the official predictor protocol: the text prompt on ``--text-frame``, propagation
 through the whole video (both directions), then each group of clicks (same frame and object) and
-a propagation of the clicked objects.
+a propagation of the clicked objects. With a SAM 3.1 checkpoint the clicks go to its multiplex
+tracker (``Multiplex31VideoTracker``), each group followed by a propagation both ways from its
+frame; ``--text`` needs SAM 3 weights there.
 """
 
 from __future__ import annotations
@@ -67,13 +69,9 @@ def _click_groups(args) -> list[tuple[int, int, list, list]]:
 
 def run_track(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from ..api import load
-    from ..data.rle import encode
-    from ..data.video_io import open_video, write_overlay_video
-    from .video_concept_prompts import ConceptVideoPredictor
-    from .video_session import Sam3VideoPredictor
+    from ..data.video_io import open_video
 
     if not args.text and not args.point:
         raise InvalidInputError("give --text PHRASE and/or --point x,y (with --frame and --obj-id)")
@@ -96,14 +94,38 @@ def run_track(args) -> int:
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     sam = load(args.checkpoint, config=args.config, device=args.device, dtype=dtype, tracker_dtype=torch.float32)
-    if sam.memory is None:
-        raise InvalidInputError("this checkpoint has no tracker weights, so it cannot track objects in video; use the "
-                                "official sam3.pt")
+    if sam.model.config.vision.multiplex_necks:
+        del sam
+        if args.text:
+            raise InvalidInputError("this is a SAM 3.1 checkpoint: its multiplex tracker follows clicked objects "
+                                    "(--point with --frame and --obj-id); --text needs SAM 3's concept video "
+                                    "predictor (sam3.pt), as concept tracking on the multiplex tracker is not built yet")
+        results = _track_clicks_multiplex31(args, video, groups, dtype)
+    else:
+        if sam.memory is None:
+            raise InvalidInputError("this checkpoint has no tracker weights, so it cannot track objects in video; use "
+                                    "the official sam3.pt")
+        results = _track_with_session(args, sam, source, groups, width, height, num_frames)
+    _write_outputs(args, source, video, results)
+    return 0
+
+
+def _progress(args, passes: int, num_frames: int):
+    from tqdm import tqdm
+
+    return tqdm(total=passes * num_frames, desc="track", unit="frame", disable=args.quiet, file=sys.stderr)
+
+
+def _track_with_session(args, sam, source: Path, groups, width: int, height: int, num_frames: int) -> dict[int, dict]:
+    """SAM 3 weights, the official session protocol: the text prompt and a propagation both
+    ways, then each group of clicks and a propagation of the clicked objects."""
+    from .video_concept_prompts import ConceptVideoPredictor
+    from .video_session import Sam3VideoPredictor
+
     predictor = Sam3VideoPredictor(ConceptVideoPredictor(sam.video_tracker()))
     session = predictor.handle_request({"type": "start_session", "resource_path": str(source)})["session_id"]
     results: dict[int, dict] = {}
-    passes = (1 if args.text else 0) + len(groups)
-    progress = tqdm(total=passes * num_frames, desc="track", unit="frame", disable=args.quiet, file=sys.stderr)
+    progress = _progress(args, (1 if args.text else 0) + len(groups), num_frames)
 
     def propagate():
         for item in predictor.handle_stream_request({"type": "propagate_in_video", "session_id": session,
@@ -126,7 +148,47 @@ def run_track(args) -> int:
     finally:
         progress.close()
         predictor.handle_request({"type": "close_session", "session_id": session})
+    return results
 
+
+def _track_clicks_multiplex31(args, video, groups, dtype) -> dict[int, dict]:
+    """SAM 3.1 weights: each group of clicks goes to the multiplex tracker (a new object, or a
+    correction of one), followed by a propagation both ways from its frame."""
+    import torch
+
+    from .video_build import load_multiplex_tracker
+    from .video_concept_rules import frame_outputs
+
+    tracker = load_multiplex_tracker(args.checkpoint, config=args.config, device=args.device, dtype=dtype)
+    state = tracker.init_state(video)
+    results: dict[int, dict] = {}
+
+    def record(result) -> None:
+        logits = result.object_score_logits
+        probs = [1.0] * len(result.obj_ids) if logits is None else torch.sigmoid(logits).tolist()
+        masks = {obj_id: result.masks[row:row + 1] for row, obj_id in enumerate(result.obj_ids)}
+        scores = dict(zip(result.obj_ids, probs))
+        results[result.frame_idx] = frame_outputs(masks, scores, scores, state.height, state.width)
+
+    progress = _progress(args, len(groups), state.num_frames)
+    try:
+        for frame, obj_id, pts, labels in groups:
+            record(tracker.add_new_points_or_box(state, frame, obj_id, points=pts, labels=labels))
+            for reverse in (False, True):
+                for result in tracker.propagate_in_video(state, start_frame_idx=frame, reverse=reverse):
+                    record(result)
+                    progress.update(0.5 if result.frame_idx == frame else 1)
+    finally:
+        progress.close()
+    return results
+
+
+def _write_outputs(args, source: Path, video, results: dict[int, dict]) -> None:
+    """Per-frame COCO-RLE JSON, the overlay MP4 and a summary of the objects found."""
+    from ..data.rle import encode
+    from ..data.video_io import write_overlay_video
+
+    height, width, num_frames = video.height, video.width, len(video)
     out_dir = Path(args.out)
     (out_dir / "frames").mkdir(parents=True, exist_ok=True)
     overlay_masks, seen = {}, {}
@@ -152,4 +214,3 @@ def run_track(args) -> int:
         print(f"{obj_id:<7} {seen[obj_id]}")
     print(f"{len(seen)} objects over {num_frames} frames; wrote {out_dir}/frames/*.json"
           + ("" if args.no_video else f" and {out_dir}/overlay.mp4"))
-    return 0
