@@ -12,9 +12,9 @@ serves a whole bucket (docs/sam31_multiplex_notes.md).
     tracker.add_new_points_or_box(state, 30, obj_id=3, points=[[300, 200]], labels=[1])  # a new object
     for out in tracker.propagate_in_video(state, start_frame_idx=30): ...
 
-Prompts go on any frame, before or after propagation, as the official pipeline handles them
-(video_multiplex31_state.py): objects prompted on one frame are tracked together, packed into
-buckets; an object added later starts a group of its own; a correction moves its object out of a
+Prompts go on any frame, before or after propagation (rules and where they differ from the
+official pipeline: video_multiplex31_state.py): objects prompted on one frame are tracked
+together, packed into buckets; an object added later starts a group of its own; a correction moves its object out of a
 shared group (keeping its pointers, not the shared bucket memories) and makes the prompted frame
 a conditioning frame. Propagation tracks again only the groups whose prompts changed; the others
 keep their outputs.

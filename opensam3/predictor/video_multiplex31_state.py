@@ -2,13 +2,15 @@
 official "inference state" (objects packed into buckets, its own conditioning frames, memories
 and outputs).
 
-How objects come into groups (the official pipeline's rules, docs/sam31_multiplex_notes.md §4.1):
+How objects come into groups (docs/sam31_multiplex_notes.md, "Dynamic state"; the official
+pipeline's rules but for the first one, which is the official demo class's layout):
 
 * Objects prompted on a frame go into one group for that frame until it is first propagated;
-  then the group is packed into buckets (``objects_per_bucket``) and its memory encoded.
+  then the group is packed into buckets (``objects_per_bucket``) and its memory encoded. (The
+  official pipeline gives every clicked object a group of its own.)
 * A new object prompted later starts a new group on its frame.
-* Prompting an object again on another frame once its group has been packed (a correction)
-  first moves it out of a shared group into a group of its own: it keeps its output and its
+* Prompting an object again once its group has been packed, or on another frame (which packs
+  its group first), is a correction: it first moves it out of a shared group into a group of its own: it keeps its output and its
   pointer on every stored frame (in slot 0), not the shared bucket memories, which hold its
   bucket-mates too; then the prompted frame becomes a conditioning frame of its group.
 """
