@@ -288,3 +288,17 @@ def test_removing_objects_frees_their_slots_and_buckets(parts, frames):
     assert not state.groups and not state.obj_ids
     with pytest.raises(InvalidInputError, match="no objects to track"):
         next(tracker.propagate_in_video(state))
+
+
+@torch.inference_mode()
+def test_an_object_prompted_on_a_second_frame_before_propagating(parts, frames):
+    tracker = Multiplex31VideoTracker(*parts)
+    state = tracker.init_state(frames)
+    prompt_objects(tracker, state, objects=[0, 1], frame=1)
+    tracker.add_new_mask(state, 3, 10, square_mask(20, 30))   # object 10 again, on frame 3
+    shared, alone = state.groups
+    assert shared.obj_ids == [11] and alone.obj_ids == [10] and alone.cond == {1, 3}
+    out = list(tracker.propagate_in_video(state))
+    assert [o.frame_idx for o in out] == [1, 2, 3, 4] and all(o.obj_ids == [10, 11] for o in out)
+    mask = torch.from_numpy(square_mask(20, 30))
+    assert float((out[2].masks[0] & mask).sum() / (out[2].masks[0] | mask).sum()) > 0.9   # its own prompt there
