@@ -240,8 +240,9 @@ def test_a_correction_moves_the_object_out_of_its_bucket(parts, frames):
     assert torch.equal(alone.frames[2].masks[0, 0], low_res_of(before[1], 10))
     # on the corrected frame its mask is what the clicks alone give
     fresh = tracker.init_state(frames)
-    expected = tracker.add_new_points_or_box(fresh, 3, 10, **clicks)
-    assert torch.equal(result.masks[result.obj_ids.index(10)], expected.masks[0])
+    tracker.add_new_points_or_box(fresh, 3, 10, **clicks)
+    assert torch.equal(alone.frames[3].masks, fresh.groups[0].prompts[10].low_res)
+    assert result.obj_ids == [10, 11, 12]
 
     after = list(tracker.propagate_in_video(state, start_frame_idx=3))
     assert [o.frame_idx for o in after] == [3, 4] and after[1].obj_ids == [10, 11, 12]
@@ -292,7 +293,7 @@ def test_removing_objects_frees_their_slots_and_buckets(parts, frames):
 
 @torch.inference_mode()
 def test_an_object_prompted_on_a_second_frame_before_propagating(parts, frames):
-    tracker = Multiplex31VideoTracker(*parts)
+    tracker = Multiplex31VideoTracker(*parts, non_overlap_masks=False)
     state = tracker.init_state(frames)
     prompt_objects(tracker, state, objects=[0, 1], frame=1)
     tracker.add_new_mask(state, 3, 10, square_mask(20, 30))   # object 10 again, on frame 3
@@ -302,3 +303,20 @@ def test_an_object_prompted_on_a_second_frame_before_propagating(parts, frames):
     assert [o.frame_idx for o in out] == [1, 2, 3, 4] and all(o.obj_ids == [10, 11] for o in out)
     mask = torch.from_numpy(square_mask(20, 30))
     assert float((out[2].masks[0] & mask).sum() / (out[2].masks[0] | mask).sum()) > 0.9   # its own prompt there
+
+
+@torch.inference_mode()
+def test_returned_masks_do_not_overlap_unless_asked(parts, frames):
+    masks = {}
+    for non_overlap in (True, False):
+        tracker = Multiplex31VideoTracker(*parts, non_overlap_masks=non_overlap)
+        state = tracker.init_state(frames)
+        tracker.add_new_mask(state, 0, 1, square_mask(10, 10, side=40))
+        result = tracker.add_new_mask(state, 0, 2, square_mask(30, 30, side=40))
+        masks[non_overlap] = result.masks
+        out = list(tracker.propagate_in_video(state, max_frame_num_to_track=1))
+        if non_overlap:
+            assert not (out[1].masks[0] & out[1].masks[1]).any()
+    assert (masks[False][0] & masks[False][1]).sum() > 300   # the two prompts share a 20 x 20 corner
+    assert not (masks[True][0] & masks[True][1]).any()
+    assert torch.equal(masks[True][0] | masks[True][1], masks[False][0] | masks[False][1])

@@ -43,7 +43,7 @@ from ..model.tracker.multiplex31 import (EMPTY, InteractiveHead, MultiplexTracke
                                          SpatialMemory, propagate, spatial_tpos_row)
 from ..model.tracker.tracking import FrameFeatures
 from .video_multiplex31_state import Multiplex31State, ObjectGroup, PromptOutput, StoredFrame
-from .video_prompts import mask_prompt, point_prompt
+from .video_prompts import apply_non_overlap, mask_prompt, point_prompt
 from .video_state import VideoFrameResult, processing_order, recent_frames_cache
 from .video_tracker import video_frame_trunk
 
@@ -57,11 +57,13 @@ class Multiplex31VideoTracker:
     ``objects_per_bucket``: slots filled per bucket (default: all ``multiplex_count``; 1 = the
     per-object baseline). ``memory_dtype``: storage of bucket memories (bf16, as the official
     demo stores them). ``feature_cache_frames``: frames whose features are kept.
+    ``non_overlap_masks``: where objects overlap in the returned masks, only the highest-scoring
+    one keeps the pixel (the official demo's default; stored logits and memories are untouched).
     """
 
     def __init__(self, image_model, interactive: InteractiveHead, tracker: MultiplexTracker,
                  objects_per_bucket: int | None = None, memory_dtype: torch.dtype = torch.bfloat16,
-                 feature_cache_frames: int = 2):
+                 feature_cache_frames: int = 2, non_overlap_masks: bool = True):
         backbone = image_model.backbone.vision_backbone
         if backbone.sam2_convs is None and backbone.interactive_convs is None:
             raise InvalidInputError("this model was built without a tracker neck, so it cannot track objects")
@@ -80,6 +82,7 @@ class Multiplex31VideoTracker:
         self.objects_per_bucket = slots
         self.memory_dtype = memory_dtype
         self.feature_cache_frames = feature_cache_frames
+        self.non_overlap_masks = non_overlap_masks
         self.input_mask_size = config.mask_input_size
 
     @property
@@ -248,6 +251,8 @@ class Multiplex31VideoTracker:
     def _video_masks(self, state: Multiplex31State, logits: torch.Tensor) -> torch.Tensor:
         """(N, 1, h, w) logits -> (N, H, W) bool at the video's resolution."""
         masks = F.interpolate(logits.float(), size=(state.height, state.width), mode="bilinear", align_corners=False)
+        if self.non_overlap_masks:
+            masks = apply_non_overlap(masks)
         return masks[:, 0] > 0
 
     # ---- propagation ----
