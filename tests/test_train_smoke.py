@@ -296,3 +296,24 @@ def test_resume_ignores_inference_settings_but_refuses_other_sizes(data, tmp_pat
     assert architecture_differences(MICRO, MICRO.replace(nms_iou=0.4, name="other")) == []
     with pytest.raises(InvalidInputError, match="detector.num_queries"):
         Trainer(settings(tmp_path, data, steps=3), model=build_model(wider))
+
+
+def test_frozen_trunk_keeps_the_trunk_and_reuses_its_outputs(data, tmp_path):
+    run = trainer(tmp_path, data, freeze_trunk=True, steps=4)
+    trunk = run.model.backbone.vision_backbone.trunk
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    batch = run.next_batch()
+    expected = run.model.encode_image(batch.pixels.contiguous(memory_format=torch.channels_last))
+    cached = run._encode_images(batch, torch.device("cpu"))
+    assert sorted(run._trunk_maps) == sorted(set(batch.file_names))
+    for ours, theirs in zip(cached.fpn, expected.fpn):  # the same features as the full encoder gives
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    for _ in range(4):
+        run.train_step()
+    after = run.model.state_dict()
+    trunk_keys = {"backbone.vision_backbone.trunk." + k for k in trunk.state_dict()}
+    assert all(torch.equal(before[k], after[k]) for k in trunk_keys)
+    changed = [k for k in after if k not in trunk_keys and not torch.equal(before[k], after[k])]
+    assert any(k.startswith("backbone.vision_backbone.convs.") for k in changed)
+    assert any(k.startswith("transformer.decoder.") or ".decoder." in k for k in changed)
+    assert not any(p.requires_grad for p in trunk.parameters())

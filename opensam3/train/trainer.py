@@ -24,7 +24,7 @@ from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
 from opensam3.checkpoint import save_checkpoint
 from opensam3.config import architecture_differences, config_from_dict, config_to_dict, get_config
 from opensam3.errors import InvalidInputError
-from opensam3.model.sam3 import Sam3ImageModel
+from opensam3.model.sam3 import ImageFeatures, Sam3ImageModel
 from opensam3.model.detector.scoring import masked_mean
 from opensam3.train.auxiliary import (AttributeHeads, AttributeMaps, ObjectPhraseAlignment, PhraseAlignment,
                                       QueryAttributeHeads, SceneObjects, binary_auc, phrase_object_targets,
@@ -77,6 +77,8 @@ class TrainSettings:
     calibrate: bool = False           # after the last step, fit the score offsets (train/calibrate.py)
     calibration: str | None = None    # its SA-Co JSON (default: the data folder's calib split)
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
+    freeze_trunk: bool = False        # fine-tuning: keep the ViT trunk as it is (what a model's click / box head
+                                      # and video memory were trained on); its outputs are computed once per image
     progress: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
@@ -178,6 +180,9 @@ class Trainer:
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
         # decoder dominates a step); exported weights are made contiguous again
         self.model = model.train().to(memory_format=torch.channels_last)
+        self._trunk_maps: dict[str, torch.Tensor] = {}  # frozen trunk: file name -> (D, g, g) output
+        if settings.freeze_trunk:
+            self.model.backbone.vision_backbone.trunk.requires_grad_(False)
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
@@ -230,7 +235,7 @@ class Trainer:
     def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         model = self.model
         device = next(model.parameters()).device
-        images = model.encode_image(batch.pixels.to(device).contiguous(memory_format=torch.channels_last))
+        images = self._encode_images(batch, device)
         features = images.select(batch.image_index)
         # not model.encode_text: its cache holds no-grad encodings
         text = model.backbone.language_backbone(batch.phrases, device=device)
@@ -269,6 +274,25 @@ class Trainer:
                     log["alignment"] = float(aligned.detach())
         log["loss"] = float(loss.detach())
         return loss, log
+
+    def _encode_images(self, batch: Batch, device: torch.device) -> ImageFeatures:
+        """The batch's image features; with a frozen trunk, each image's trunk output is computed
+        once (no augmentation and no dropout in the ViT, so it never changes) and only the necks
+        run with gradients."""
+        model = self.model
+        pixels = batch.pixels.to(device).contiguous(memory_format=torch.channels_last)
+        if not self.settings.freeze_trunk:
+            return model.encode_image(pixels)
+        neck = model.backbone.vision_backbone
+        missing = [i for i, name in enumerate(batch.file_names) if name not in self._trunk_maps]
+        if missing:
+            with torch.no_grad():
+                computed = neck.trunk(pixels[missing])
+            for i, trunk in zip(missing, computed):
+                self._trunk_maps[batch.file_names[i]] = trunk.cpu()
+        trunk = torch.stack([self._trunk_maps[name] for name in batch.file_names]).to(device)
+        fpn, fpn_pos = neck.detector_levels(trunk, model.config.vision.used_levels)
+        return ImageFeatures(fpn, fpn_pos)
 
     def _detector_loss(self, batch: Batch, features, text):
         """The matching losses (and, with ``denoise``, the denoising queries' losses); returns
