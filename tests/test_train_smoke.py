@@ -317,3 +317,20 @@ def test_frozen_trunk_keeps_the_trunk_and_reuses_its_outputs(data, tmp_path):
     assert any(k.startswith("backbone.vision_backbone.convs.") for k in changed)
     assert any(k.startswith("transformer.decoder.") or ".decoder." in k for k in changed)
     assert not any(p.requires_grad for p in trunk.parameters())
+
+
+def test_init_from_a_file_keeps_its_recorded_config(data, tmp_path):
+    """A model saved with its tracker neck (as the shipped embedded one is) fine-tunes as is: the
+    recorded config wins over the named one when only the tracker neck differs."""
+    from opensam3.train.trainer import load_init_model
+
+    with_neck = MICRO.replace(vision=MICRO.vision.__class__(**{**MICRO.vision.__dict__, "tracker_neck": True}),
+                              query_logit_offset=0.75)
+    torch.manual_seed(0)
+    path = tmp_path / "with_neck.safetensors"
+    export_model(build_model(with_neck), path)
+    model = load_init_model(str(path), MICRO)
+    assert model.config == with_neck and model.backbone.vision_backbone.sam2_convs is not None
+    other = MICRO.replace(detector=MICRO.detector.__class__(**{**MICRO.detector.__dict__, "num_queries": 4}))
+    with pytest.raises(opensam3.CheckpointError):
+        load_init_model(str(path), other)  # another architecture: read as the named config, and refused

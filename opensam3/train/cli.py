@@ -104,9 +104,9 @@ def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from opensam3.api import build_model, load
+    from opensam3.api import build_model
     from opensam3.config import get_config
-    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, settings_for
+    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, load_init_model, settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,7 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
     _resolve_data(settings)  # fail on bad --data / --val / --calibration before building a model
     _resolve_calibration(settings)
     torch.manual_seed(settings.seed)
-    model = load(settings.init, config=config, device=args.device).model if settings.init else \
+    model = load_init_model(settings.init, config, device=args.device) if settings.init else \
         build_model(config, device=args.device)
     if args.official_init and not settings.init:
         from opensam3.train.init import init_from_scratch

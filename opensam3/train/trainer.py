@@ -22,7 +22,7 @@ import torch
 
 from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
 from opensam3.checkpoint import save_checkpoint
-from opensam3.config import architecture_differences, config_from_dict, config_to_dict, get_config
+from opensam3.config import Sam3Config, architecture_differences, config_from_dict, config_to_dict, get_config
 from opensam3.errors import InvalidInputError
 from opensam3.model.sam3 import ImageFeatures, Sam3ImageModel
 from opensam3.model.detector.scoring import masked_mean
@@ -125,6 +125,19 @@ def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.f
     save_checkpoint(model, path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
 
 
+def load_init_model(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3ImageModel:
+    """The image model to fine-tune from ``path``. A file that records its own config of the same
+    architecture (an opensam3 export, possibly with the tracker neck a shipped model carries)
+    keeps that config, so its tracker neck and inference settings come along; other files are
+    read as ``config``."""
+    from opensam3.api import _metadata_config, resolve_checkpoint
+
+    recorded = _metadata_config(resolve_checkpoint(path))
+    if recorded is not None and set(architecture_differences(recorded, config)) <= {"vision.tracker_neck"}:
+        config = recorded
+    return load(path, config=config, device=device).model
+
+
 def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
     if not settings.data:
         raise InvalidInputError("no training data: pass --data DIR (an SA-Co-style folder with train.json) "
@@ -174,7 +187,7 @@ class Trainer:
         self.out = Path(settings.out).expanduser()
         if model is None:
             config = get_config(settings.config)
-            model = load(settings.init, config=config).model if settings.init else build_model(config)
+            model = load_init_model(settings.init, config) if settings.init else build_model(config)
         if settings.box_focus > 0 and not settings.init:
             init_box_attention_focus(model, settings.box_focus)
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
