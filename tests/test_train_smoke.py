@@ -334,3 +334,17 @@ def test_init_from_a_file_keeps_its_recorded_config(data, tmp_path):
     other = MICRO.replace(detector=MICRO.detector.__class__(**{**MICRO.detector.__dict__, "num_queries": 4}))
     with pytest.raises(opensam3.CheckpointError):
         load_init_model(str(path), other)  # another architecture: read as the named config, and refused
+
+
+def test_frozen_trunk_cache_stays_within_its_budget(data, tmp_path, monkeypatch):
+    from opensam3.train import trainer as trainer_module
+
+    run = trainer(tmp_path, data, freeze_trunk=True)
+    batch = run.next_batch()
+    one = run.model.backbone.vision_backbone.trunk(batch.pixels[:1]).numel() * 4
+    monkeypatch.setattr(trainer_module, "TRUNK_CACHE_BYTES", one)   # room for one image's map
+    first = run._encode_images(batch, torch.device("cpu"))
+    assert len(run._trunk_maps) == 1 and run._trunk_bytes == one
+    again = run._encode_images(batch, torch.device("cpu"))            # cached or recomputed: the same
+    for a, b in zip(first.fpn, again.fpn):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -83,6 +83,10 @@ class TrainSettings:
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
 
+# With a frozen trunk, trunk outputs kept in memory (the embedded model's 4000 training images
+# take 0.8 GB; one full-size image takes 21 MB).
+TRUNK_CACHE_BYTES = 4 * 1024 ** 3
+
 # Weight of the per-pixel attribute heads next to the per-object ones (which teach shape).
 DENSE_ATTRIBUTE_SHARE = 0.3
 
@@ -194,6 +198,7 @@ class Trainer:
         # decoder dominates a step); exported weights are made contiguous again
         self.model = model.train().to(memory_format=torch.channels_last)
         self._trunk_maps: dict[str, torch.Tensor] = {}  # frozen trunk: file name -> (D, g, g) output
+        self._trunk_bytes = 0
         if settings.freeze_trunk:
             self.model.backbone.vision_backbone.trunk.requires_grad_(False)
         train_path, self.val_path = _resolve_data(settings)
@@ -298,12 +303,18 @@ class Trainer:
             return model.encode_image(pixels)
         neck = model.backbone.vision_backbone
         missing = [i for i, name in enumerate(batch.file_names) if name not in self._trunk_maps]
+        computed = {}
         if missing:
             with torch.no_grad():
-                computed = neck.trunk(pixels[missing])
-            for i, trunk in zip(missing, computed):
-                self._trunk_maps[batch.file_names[i]] = trunk.cpu()
-        trunk = torch.stack([self._trunk_maps[name] for name in batch.file_names]).to(device)
+                maps = neck.trunk(pixels[missing])
+            for i, trunk in zip(missing, maps):
+                computed[batch.file_names[i]] = trunk
+                # a full-size map is 21 MB: beyond the budget, later images are recomputed each time
+                if self._trunk_bytes + trunk.numel() * trunk.element_size() <= TRUNK_CACHE_BYTES:
+                    self._trunk_maps[batch.file_names[i]] = trunk.cpu()
+                    self._trunk_bytes += trunk.numel() * trunk.element_size()
+        trunk = torch.stack([computed[name] if name in computed else self._trunk_maps[name].to(device)
+                             for name in batch.file_names])
         fpn, fpn_pos = neck.detector_levels(trunk, model.config.vision.used_levels)
         return ImageFeatures(fpn, fpn_pos)
 
