@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -324,14 +325,13 @@ def test_init_from_a_file_keeps_its_recorded_config(data, tmp_path):
     recorded config wins over the named one when only the tracker neck differs."""
     from opensam3.train.trainer import load_init_model
 
-    with_neck = MICRO.replace(vision=MICRO.vision.__class__(**{**MICRO.vision.__dict__, "tracker_neck": True}),
-                              query_logit_offset=0.75)
+    with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True), query_logit_offset=0.75)
     torch.manual_seed(0)
     path = tmp_path / "with_neck.safetensors"
     export_model(build_model(with_neck), path)
     model = load_init_model(str(path), MICRO)
     assert model.config == with_neck and model.backbone.vision_backbone.sam2_convs is not None
-    other = MICRO.replace(detector=MICRO.detector.__class__(**{**MICRO.detector.__dict__, "num_queries": 4}))
+    other = MICRO.replace(detector=dataclasses.replace(MICRO.detector, num_queries=4))
     with pytest.raises(opensam3.CheckpointError):
         load_init_model(str(path), other)  # another architecture: read as the named config, and refused
 
