@@ -61,6 +61,26 @@ def _cast(name: str, tensor: torch.Tensor, dtype_for: DtypeFor | None) -> torch.
     return tensor.to(target)
 
 
+def _safetensors_header(handle, problem: str) -> tuple[dict, int, int]:
+    """(tensor entries, data start, file size) of an open ``.safetensors`` file; metadata dropped."""
+    size = os.fstat(handle.fileno()).st_size
+    prefix = handle.read(8)
+    header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+    if not 0 < header_len <= size - 8:
+        raise CheckpointError(f"{problem} (bad header length; the file may be truncated or not safetensors)")
+    try:
+        header = json.loads(handle.read(header_len))
+    except ValueError as exc:
+        raise CheckpointError(f"{problem} (its header is not JSON: {exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{problem} (its header is not a JSON object)")
+    header.pop("__metadata__", None)
+    malformed = [name for name, entry in header.items() if not isinstance(entry, dict)]
+    if malformed:
+        raise CheckpointError(f"{problem} (tensor {malformed[0]!r} has a malformed header entry)")
+    return header, 8 + header_len, size
+
+
 def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of a ``.safetensors`` file, read one at a time with plain file reads.
 
@@ -71,22 +91,7 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
     problem = f"{path} is not a readable safetensors file"
     try:
         with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            prefix = handle.read(8)
-            header_len = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
-            if not 0 < header_len <= size - 8:
-                raise CheckpointError(f"{problem} (bad header length; the file may be truncated or not safetensors)")
-            try:
-                header = json.loads(handle.read(header_len))
-            except ValueError as exc:
-                raise CheckpointError(f"{problem} (its header is not JSON: {exc})") from None
-            if not isinstance(header, dict):
-                raise CheckpointError(f"{problem} (its header is not a JSON object)")
-            header.pop("__metadata__", None)
-            malformed = [name for name, entry in header.items() if not isinstance(entry, dict)]
-            if malformed:
-                raise CheckpointError(f"{problem} (tensor {malformed[0]!r} has a malformed header entry)")
-            data_start = 8 + header_len
+            header, data_start, size = _safetensors_header(handle, problem)
             state: dict[str, torch.Tensor] = {}
             def file_order(item) -> int:  # sequential reads; malformed entries are reported below
                 offsets = item[1].get("data_offsets")
@@ -144,6 +149,19 @@ def read_checkpoint(path: str | os.PathLike, dtype_for: DtypeFor | None = None) 
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return {name: _cast(name, tensor, dtype_for) for name, tensor in raw.items()}
+
+
+def checkpoint_keys(path: str | os.PathLike) -> list[str]:
+    """The tensor names of a checkpoint without reading its tensors (a safetensors header, or a
+    memory-mapped ``.pt`` whose data is never touched): enough to tell what kind of file it is."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            with open(path, "rb") as handle:
+                return list(_safetensors_header(handle, f"{path} is not a readable safetensors file")[0])
+        except OSError as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    return list(read_checkpoint(path))
 
 
 def split_checkpoint(state: Mapping[str, torch.Tensor]) -> SplitCheckpoint:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import opensam3
-from opensam3.checkpoint import read_checkpoint, read_safetensors
+from opensam3.checkpoint import checkpoint_keys, read_checkpoint, read_safetensors
 from opensam3.cli import main as cli_main
 from opensam3.errors import CheckpointError
 
@@ -46,6 +46,21 @@ def test_cast_on_read_touches_only_floating_tensors(tmp_path):
     assert state["detector.half"].dtype == torch.bfloat16
     assert state["tracker.b"].dtype == torch.float32 and torch.equal(state["tracker.b"], tensors["tracker.b"].float())
     assert state["detector.index"].dtype == torch.int64 and state["detector.flag"].dtype == torch.bool
+
+
+def test_checkpoint_keys_come_from_the_header_alone(tmp_path):
+    path = tmp_path / "mixed.safetensors"
+    tensors = _mixed_file(path)
+    assert sorted(checkpoint_keys(path)) == sorted(tensors)
+    # the tensor bytes are never read: a file cut short still lists its names
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-10])
+    assert sorted(checkpoint_keys(cut)) == sorted(tensors)
+    pt = tmp_path / "mixed.pt"
+    torch.save({"model": tensors}, pt)
+    assert sorted(checkpoint_keys(pt)) == sorted(tensors)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        checkpoint_keys(tmp_path / "missing.safetensors")
 
 
 def test_truncated_and_malformed_files_are_named(tmp_path):

@@ -93,21 +93,29 @@ def run_track(args) -> int:
         raise InvalidInputError(f"--text-frame {args.text_frame} is out of range: the video has {num_frames} frames")
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    sam = load(args.checkpoint, config=args.config, device=args.device, dtype=dtype, tracker_dtype=torch.float32)
-    if sam.model.config.vision.multiplex_necks:
-        del sam
+    if _is_multiplex31(args.checkpoint):
         if args.text:
             raise InvalidInputError("this is a SAM 3.1 checkpoint: its multiplex tracker follows clicked objects "
                                     "(--point with --frame and --obj-id); --text needs SAM 3's concept video "
                                     "predictor (sam3.pt), as concept tracking on the multiplex tracker is not built yet")
         results = _track_clicks_multiplex31(args, video, groups, dtype)
     else:
+        sam = load(args.checkpoint, config=args.config, device=args.device, dtype=dtype, tracker_dtype=torch.float32)
         if sam.memory is None:
             raise InvalidInputError("this checkpoint has no tracker weights, so it cannot track objects in video; use "
                                     "the official sam3.pt")
         results = _track_with_session(args, sam, source, groups, width, height, num_frames)
     _write_outputs(args, source, video, results)
     return 0
+
+
+def _is_multiplex31(checkpoint) -> bool:
+    """Whether the file holds SAM 3.1's multiplex tracker (``tracker.model.*``), told from its tensor
+    names alone so that the weights are read once, by the loader that fits them."""
+    from opensam3.api import resolve_checkpoint
+    from opensam3.checkpoint import MULTIPLEX_TRACKER_PREFIX, checkpoint_keys
+
+    return any(key.startswith(MULTIPLEX_TRACKER_PREFIX) for key in checkpoint_keys(resolve_checkpoint(checkpoint)))
 
 
 def _progress(args, passes: int, num_frames: int):
