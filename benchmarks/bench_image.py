@@ -1,12 +1,14 @@
 """Image benchmark: opensam3 next to the official code, same seeded full-size weights, same image.
 
     .venv/bin/python benchmarks/bench_image.py [--dtypes float32,bfloat16] [--reference-dir ../shared/reference]
-        [--embedded RUN/model.safetensors --embedded-data DATA/val]
+        [--transformers] [--embedded RUN/model.safetensors --embedded-data DATA/val]
 
 Each system runs in its own process (so peak RSS is its own): encode the image (set_image) and
 answer text prompts (a new phrase each time, as a user would). Prints seconds, peak RSS and
 ratios to opensam3. The reference column needs ../shared/reference (the official sam3 package
-run on CPU through its run.sh); without it only opensam3 is measured.
+run on CPU through its run.sh); without it only opensam3 is measured. ``--transformers`` adds
+Hugging Face's ``Sam3Model`` in bfloat16 (transformers 5.23.0 with torch 2.13.0, installed once into
+a side venv under the cache folder; see transformers_worker.py for what it runs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PHRASES = ["a person in a red shirt", "a dog", "the white car on the left", "a tree"]
+TRANSFORMERS_PACKAGES = ["torch==2.13.0", "transformers==5.23.0"]  # torch first: the local CPU build
 
 
 def _peak_rss_gb() -> float:
@@ -100,6 +103,33 @@ def run_reference(reference_dir: Path, checkpoint: Path, repeats: int, timeout: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def transformers_venv(cache_dir: Path) -> Path:
+    """The side venv's python, created once: transformers must not enter opensam3's own venv."""
+    venv = cache_dir / "transformers-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        for package in TRANSFORMERS_PACKAGES:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", package], check=True)
+        stamp.write_text(" ".join(TRANSFORMERS_PACKAGES))
+    return python
+
+
+def run_transformers(cache_dir: Path, repeats: int, timeout: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from opensam3.model.text.tokenizer import BPETokenizer
+
+    tokenizer = BPETokenizer()
+    ids = tokenizer(PHRASES, context_length=32)
+    spec = {"repeats": repeats, "input_ids": ids.tolist(), "attention_mask": (ids != 0).long().tolist()}
+    cmd = [str(transformers_venv(cache_dir)), str(HERE / "transformers_worker.py"), json.dumps(spec)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"transformers run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _worker(args) -> int:
     print(json.dumps(run_opensam3(args.checkpoint, args.dtype, args.repeats)))
     return 0
@@ -166,6 +196,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3,
                         help="set_image repeats (median; with 3 or more the first, cold call drops out)")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--transformers", action="store_true",
+                        help="also Hugging Face transformers' Sam3Model in bfloat16 (side venv, built once)")
     parser.add_argument("--embedded", metavar="CHECKPOINT",
                         help="also: a trained embedded-config model's held-out cgF1 in float32 vs bfloat16")
     parser.add_argument("--embedded-data", metavar="DIR",
@@ -193,6 +225,9 @@ def main() -> int:
         rows.append(run_reference(reference_dir, checkpoint, args.repeats, timeout=3600))
     else:
         print("(reference not found: pass --reference-dir; measuring opensam3 only)", file=sys.stderr)
+    if args.transformers:
+        rows.append(run_transformers(Path(args.cache_dir), args.repeats, timeout=3600))
+        print(f"measured {rows[-1]['system']}", file=sys.stderr)
     _table(rows)
     if args.embedded:
         data = Path(args.embedded_data)
