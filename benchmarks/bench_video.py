@@ -9,6 +9,7 @@ multiplexed, on a seeded clip, in four modes:
 
     .venv/bin/python benchmarks/bench_video.py [--size tiny|full] [--frames N] [--objects 1,4,16]
                                                [--threads T] [--bucket-size 16] [--reference]
+                                               [--dtype float32|bfloat16]
 
 --size tiny: the tests' tiny tracker (336 px, ViT 128-d x 4, memory attention 2 layers) and a SAM
 3.1 tracker of the same widths, 224x224 clip, 8 frames by default -- a few minutes on one CPU
@@ -20,7 +21,9 @@ thread. --size full: the "sam3" configuration at 1008 px on an official-layout s
 Each object gets a box on frame 0; the timed part is propagation after frame 0 (frame 0 gives
 the prompt's output and, before it, every object's prompt memory is encoded). The ViT trunk is
 the same work in every mode, so it runs once per frame, is timed, and its median time is added
-to each mode's tracker time: frames per second = 1 / (trunk + tracker seconds per frame). Seeded
+to each mode's tracker time: frames per second = 1 / (trunk + tracker seconds per frame).
+--dtype is the image model's (the trunk and necks); the tracker heads, memory and SAM 3.1's
+multiplex modules stay float32 either way, as ``opensam3 track --dtype bfloat16`` runs them. Seeded
 weights would judge every object absent; the object-score heads are shifted as in the tests'
 fixtures (weight_override) so that objects are present and masks are real.
 
@@ -83,7 +86,7 @@ def object_boxes(count: int, height: int, width: int) -> list[list[float]]:
     return boxes
 
 
-def build_tracker(size: str, cache_dir: Path):
+def build_tracker(size: str, cache_dir: Path, dtype: torch.dtype = torch.float32):
     from opensam3.config import TINY
     from opensam3.model.sam3 import Sam3ImageModel
     from opensam3.model.tracker import (
@@ -99,12 +102,13 @@ def build_tracker(size: str, cache_dir: Path):
     if size == "full":
         from bench_image import seeded_checkpoint
 
-        tracker = load_video_tracker(seeded_checkpoint(cache_dir), config="sam3")
+        tracker = load_video_tracker(seeded_checkpoint(cache_dir), config="sam3", dtype=dtype)
     else:
         # the tests' tiny tracker (tests/test_video_tracker_parity.py: build_tiny_tracker)
         config = TINY.replace(vision=dataclasses.replace(TINY.vision, tracker_neck=True))
         image_model = Sam3ImageModel(config).eval()
         seed_module(image_model.backbone.vision_backbone, prefix="backbone.vision_backbone.")
+        image_model.to(dtype)
         heads = TrackerHeads(TrackerHeadsConfig.from_model_config(config)).eval()
         seed_module(heads, prefix="tracker.")
         memory = TrackerMemory(TrackerMemoryConfig(image_size=config.image_size, attention_layers=2, attention_ffn=512,
@@ -204,6 +208,8 @@ def main() -> int:
     parser.add_argument("--reference-dir", default=str(ROOT.parent / "shared" / "reference"))
     parser.add_argument("--reference-timeout", type=int, default=7200)
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "opensam3-bench"))
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="the image model's dtype (trunk, necks); the tracker stays float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
@@ -214,7 +220,7 @@ def main() -> int:
         parser.error("--frames must be at least 2 (frame 0 is the prompted frame)")
     frames = bench_clip(num_frames, clip["height"], clip["width"])
     cache_dir = Path(args.cache_dir)
-    sam3 = build_tracker(args.size, cache_dir)
+    sam3 = build_tracker(args.size, cache_dir, getattr(torch, args.dtype))
     sam3.bucket_size = args.bucket_size
     sam31 = build_multiplex31(sam3.image_model, args.size)
     modes = {"sam3 per-object": (sam3, False), "sam3 buckets": (sam3, True),
@@ -236,7 +242,7 @@ def main() -> int:
             print(f"measured {count} objects", file=sys.stderr)
     reference = run_reference(args, frames, objects, cache_dir) if args.reference else {}
     print(f"size {args.size}, {num_frames} frames of {clip['height']}x{clip['width']}, {torch.get_num_threads()} "
-          f"thread(s); ViT trunk {trunk_s:.2f} s per frame (the same in every mode, run once and added to each)")
+          f"thread(s), image model in {args.dtype}; ViT trunk {trunk_s:.2f} s per frame (the same in every mode, run once and added to each)")
     print("frames per second of propagation after frame 0, trunk included (tracker-only seconds per frame)")
     header = f"{'objects':>7}" + "".join(f"{name:>24}" for name in modes) + f"{'3.1 mux / sam3 per-obj':>24}"
     header += f"{'3.1 mux / 3.1 one':>19}"
