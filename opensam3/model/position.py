@@ -49,15 +49,19 @@ class SinePositionEncoding(nn.Module):
         return torch.cat((pos_y, pos_x, labels[..., None].to(pos_x.dtype)), dim=-1)
 
     @torch.no_grad()
-    def grid(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """(dim, height, width) encoding of a feature grid, cached per size and device."""
-        key = (height, width, str(device))
+    def grid(self, height: int, width: int, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(dim, height, width) encoding of a feature grid, computed in float32 and cached per
+        size, device and dtype (a bfloat16 model then keeps one copy, not one per image)."""
+        key = (height, width, str(device), dtype)
         cached = self._grid_cache.get(key)
         if cached is None:
             # built as a normal tensor even under inference_mode, so a grid cached while
             # predicting can later be used while training
             with torch.inference_mode(False):
                 cached = self._build_grid(height, width, device)
+                if dtype != torch.float32:
+                    cached = cached.to(dtype)
             self._grid_cache[key] = cached
         return cached
 
@@ -69,7 +73,8 @@ class SinePositionEncoding(nn.Module):
         enc_x = self._sin_cos(xs)[None, :, :].expand(height, width, self.half_dim)
         return torch.cat((enc_y, enc_x), dim=-1).permute(2, 0, 1).contiguous()
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) features -> (B, dim, H, W) encoding of their grid (float32)."""
+    def forward(self, features: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(B, C, H, W) features -> (B, dim, H, W) encoding of their grid in ``dtype`` (a
+        broadcast view of the cached grid: read it, never write to it)."""
         batch, _, height, width = features.shape
-        return self.grid(height, width, features.device).unsqueeze(0).expand(batch, -1, -1, -1)
+        return self.grid(height, width, features.device, dtype).unsqueeze(0).expand(batch, -1, -1, -1)

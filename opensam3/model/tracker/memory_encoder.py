@@ -103,4 +103,4 @@ class MemoryEncoder(nn.Module):
         """
         x = self.pix_feat_proj(pix_feat) + self.mask_downsampler(masks)
         x = self.out_proj(self.fuser(x))
-        return x, self.position_encoding(x).to(x.dtype)
+        return x, self.position_encoding(x, x.dtype)

@@ -112,7 +112,7 @@ class DualFPNNeck(nn.Module):
 
     def _levels(self, convs: nn.ModuleList, trunk_map: torch.Tensor, count: int | None):
         features = [level(trunk_map) for level in list(convs)[:count]]
-        return features, [self.position_encoding(f).to(f.dtype) for f in features]
+        return features, [self.position_encoding(f, f.dtype) for f in features]
 
     def pyramid(self, trunk_map: torch.Tensor) -> VisionFeatures:
         detector, detector_pos = [], []
@@ -120,7 +120,7 @@ class DualFPNNeck(nn.Module):
         tracker_pos = [] if self.sam2_convs is not None else None
         for index, level in enumerate(self.convs):
             features = level(trunk_map)
-            pos = self.position_encoding(features).to(features.dtype)
+            pos = self.position_encoding(features, features.dtype)
             detector.append(features)
             detector_pos.append(pos)
             if self.sam2_convs is not None:
