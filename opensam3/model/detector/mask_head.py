@@ -107,5 +107,11 @@ class SegmentationHead(nn.Module):
         inst = self.instance_seg_head
         fused = kernels @ inst.weight.view(channels, channels)  # (B, Q, C)
         offset = kernels @ inst.bias  # (B, Q)
-        masks = torch.bmm(fused, pixels.flatten(2)) + offset[..., None]
+        if pixels.is_contiguous(memory_format=torch.channels_last) and not pixels.is_contiguous():
+            # a (B, C, HW) view of the channels-last map: the product reads it transposed
+            # instead of copying the largest activation of the prompt into NCHW first
+            flat = pixels.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, channels).transpose(1, 2)
+        else:
+            flat = pixels.flatten(2)
+        masks = torch.bmm(fused, flat) + offset[..., None]
         return masks.view(batch, -1, out_h, out_w), semantic
