@@ -156,3 +156,20 @@ def test_rope_tables_cached_and_bf16_forward():
     for a, b in zip(low, reference):
         assert a.dtype == torch.bfloat16
         assert (a.float() - b).abs().max().item() <= 0.1 * b.abs().max().item()
+
+
+def test_position_encodings_are_shared_per_dtype():
+    """A bf16 neck hands every image the same cached bf16 grid (not a new cast per image), equal
+    to the float32 grid rounded once."""
+    cfg = VisionConfig(image_size=112, embed_dim=64, depth=2, num_heads=2, window_size=4,
+                       global_blocks=(1,), pretrain_image_size=56, tracker_neck=False)
+    neck = DualFPNNeck(cfg).eval()
+    seed_module(neck, prefix=PREFIX)
+    with torch.no_grad():
+        fp32 = neck(make_images(1, 112, 0)).detector_pos
+        neck = neck.to(torch.bfloat16)
+        first = neck(make_images(1, 112, 0).bfloat16()).detector_pos
+        second = neck(make_images(1, 112, 1).bfloat16()).detector_pos
+    for a, b, reference in zip(first, second, fp32):
+        assert a.dtype == torch.bfloat16 and a.data_ptr() == b.data_ptr()
+        assert torch.equal(a, reference.bfloat16())
