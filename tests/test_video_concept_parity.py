@@ -48,10 +48,11 @@ FIXTURE = Path(__file__).parent / "fixtures" / "modules" / "video_concept.safete
 # Binary masks: the pooled IoU of all masks must reach 0.99 and no mask may differ by more than
 # MAX_FLIPPED pixels. Per-mask IoU alone is ill-posed on tiny masks: the logits agree to ~1e-7,
 # but pixels whose logit is ~0 flip with the CPU's kernels (measured: AVX2, one pixel, worst
-# per-mask IoU 0.99687; AVX-512, at most 2 pixels per mask, worst per-mask IoU 0.978 on a
-# 46-pixel mask, pooled IoU 0.99998).
+# per-mask IoU 0.99687; AMD AVX-512, at most 2 pixels per mask, worst per-mask IoU 0.978 on a
+# 46-pixel mask, pooled IoU 0.99998; Intel AVX-512 with AMX, against the fixture made on the AMD
+# machine, at most 5 pixels, worst per-mask IoU 0.978, pooled 0.99997, probabilities 1.2e-7).
 MIN_IOU = 0.99
-MAX_FLIPPED = 2
+MAX_FLIPPED = 6
 PROB_TOL = 1e-3  # measured: 0
 BOX_TOL = 1e-2  # measured: 0 (normalised; one pixel is 0.0045 here)
 
