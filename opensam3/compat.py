@@ -143,7 +143,7 @@ class Sam3Processor:
                                 torch.zeros_like(labels, device=device))
         scores = out.scores()[0]
         # the config's mask NMS: None for official weights, whose processor has none
-        keep = keep_detections(scores, out.masks[0].float(), self.confidence_threshold, self.model.config.nms_iou)
+        keep = keep_detections(scores, out.masks[0], self.confidence_threshold, self.model.config.nms_iou)
         height, width = image_state.size
         boxes_xyxy = cxcywh_to_xyxy(out.boxes[0, keep].float()) * torch.tensor([width, height, width, height], device=device)
         probs = F.interpolate(out.masks[0, keep].float()[:, None], size=(height, width), mode="bilinear",

@@ -47,6 +47,9 @@ class ImageFeatures:
         self._tracker = (tracker_fpn, tracker_pos) if tracker_fpn is not None else None
         self._trunk = trunk
         self._tracker_neck = tracker_neck
+        # results of prompt-independent detector work on this image, kept for its later prompts;
+        # only a batch of one image (or of one image repeated, which shares the dict) has one
+        self.memo: dict[str, torch.Tensor] | None = {} if self.batch_size == 1 else None
 
     def _tracker_levels(self) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
         if self._tracker is None and self._tracker_neck is not None:
@@ -85,9 +88,13 @@ class ImageFeatures:
                 return None if levels is None else [level.index_select(0, rows) for level in levels]
 
         if self._tracker is not None:
-            return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), *map(pick, self._tracker))
-        trunk = None if self._trunk is None else pick([self._trunk])[0]
-        return ImageFeatures(pick(self.fpn), pick(self.fpn_pos), trunk=trunk, tracker_neck=self._tracker_neck)
+            selected = ImageFeatures(pick(self.fpn), pick(self.fpn_pos), *map(pick, self._tracker))
+        else:
+            trunk = None if self._trunk is None else pick([self._trunk])[0]
+            selected = ImageFeatures(pick(self.fpn), pick(self.fpn_pos), trunk=trunk, tracker_neck=self._tracker_neck)
+        if len(set(index)) == 1:
+            selected.memo = self.memo if self.batch_size == 1 else {}
+        return selected
 
 
 @dataclass
@@ -195,7 +202,7 @@ class Sam3ImageModel(nn.Module):
         """
         prompt, padding = self.encode_prompt(features, text, boxes, box_labels, box_padding)
         tokens, pos, size = self._image_tokens(features)
-        memory = self.transformer.encoder(tokens, pos, prompt, padding, size)
+        memory = self.transformer.encoder(tokens, pos, prompt, padding, size, image_memo=features.memo)
         decoded = self.transformer.decoder(memory, pos, prompt, padding, size, dac=dac, extra_boxes=extra_boxes)
         logits = self.dot_prod_scoring(decoded.hidden, prompt, padding)
         masks, semantic = self.segmentation_head(features.fpn, decoded.hidden[-1], memory, prompt, padding)

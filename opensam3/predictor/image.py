@@ -201,7 +201,7 @@ class ConceptPredictor:
         threshold = self.confidence_threshold if threshold is None else threshold
         height, width = state.size
         scores = outputs.scores()[index].float()
-        selected = keep_detections(scores, outputs.masks[index].float(), threshold, self.nms_iou)
+        selected = keep_detections(scores, outputs.masks[index], threshold, self.nms_iou)
         keep = torch.nonzero(selected).flatten()
         keep = keep[scores[keep].argsort(descending=True)]
         boxes = cxcywh_to_xyxy(outputs.boxes[index, keep].float())

@@ -57,9 +57,21 @@ class PreNormEncoderLayer(nn.Module):
         """x: (B, L, C) tokens; memory: (B, S, C); padding masks (B, L) / (B, S), True = pad
         (a padded token is ignored as a key but still updated as a query);
         query_pos: (B, L, C); memory_pos: (B, S, C). Returns (B, L, C)."""
+        x = self.self_attention_block(x, padding_mask, query_pos)
+        return self.cross_attention_blocks(x, memory, memory_padding_mask, query_pos, memory_pos)
+
+    def self_attention_block(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                             query_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """``x + SelfAttn(norm1(x))``: the part that never sees the memory."""
         h = self.norm1(x)
         qk = h + query_pos if self.pos_in_self_attn else h
-        x = x + self.self_attn(qk, qk, h, key_padding_mask=padding_mask)
+        return x + self.self_attn(qk, qk, h, key_padding_mask=padding_mask)
+
+    def cross_attention_blocks(self, x: torch.Tensor, memory: torch.Tensor,
+                               memory_padding_mask: torch.Tensor | None = None,
+                               query_pos: torch.Tensor | None = None,
+                               memory_pos: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest of the layer after :meth:`self_attention_block`: cross-attention, then FFN."""
         h = self.norm2(x)
         query = h + query_pos if self.pos_in_cross_queries else h
         keys = memory + memory_pos if self.pos_in_cross_keys else memory

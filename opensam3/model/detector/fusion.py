@@ -14,6 +14,8 @@ from torch import nn
 from opensam3.config import DetectorConfig
 from opensam3.model.detector.encoder_layer import PreNormEncoderLayer
 
+MEMO_FIRST_SELF_ATTENTION = "fusion.layers.0.self_attention"
+
 
 class FusionEncoder(nn.Module):
     """Stack of pre-norm layers (position encoding on self-attention q/k only; the prompt side
@@ -46,12 +48,25 @@ class FusionEncoder(nn.Module):
         prompt: torch.Tensor,
         prompt_padding_mask: torch.Tensor | None,
         feat_size: tuple[int, int],
+        image_memo: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``image_memo``: when every row is the same image, a dict kept with that image. The
+        first layer's self-attention sees no prompt, so it is computed once per image and kept
+        there (outside autograd only); later prompts start from the cross-attention."""
         height, width = feat_size
         if image_tokens.shape[1] != height * width:
             raise ValueError(f"{image_tokens.shape[1]} image tokens do not fill a {height}x{width} grid")
         image_pos = image_pos.to(image_tokens.dtype)
         tokens = image_tokens
-        for layer in self.layers:
+        layers = list(self.layers)
+        if image_memo is not None and layers and not torch.is_grad_enabled():
+            first = image_memo.get(MEMO_FIRST_SELF_ATTENTION)
+            if first is None or first.dtype != tokens.dtype:
+                first = layers[0].self_attention_block(tokens[:1], query_pos=image_pos[:1])
+                image_memo[MEMO_FIRST_SELF_ATTENTION] = first
+            tokens = layers[0].cross_attention_blocks(first.expand_as(tokens), prompt, prompt_padding_mask,
+                                                      query_pos=image_pos)
+            layers = layers[1:]
+        for layer in layers:
             tokens = layer(tokens, prompt, memory_padding_mask=prompt_padding_mask, query_pos=image_pos)
         return tokens

@@ -74,7 +74,9 @@ class SegmentationHead(nn.Module):
         attended = self.cross_attend_prompt(
             self.cross_attn_norm(encoded_image), prompt, prompt, key_padding_mask=prompt_padding_mask
         )
-        coarse = (encoded_image + attended).transpose(1, 2).reshape(batch, channels, height, width)
+        # a channels-last view of the token grid (no copy), like the backbone's levels, so the
+        # upsampling and the skip sums below all run in one memory format
+        coarse = (encoded_image + attended).view(batch, height, width, channels).permute(0, 3, 1, 2)
         return self.pixel_decoder([*fpn_levels[:-1], coarse])
 
     def forward(
@@ -113,5 +115,5 @@ class SegmentationHead(nn.Module):
             flat = pixels.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, channels).transpose(1, 2)
         else:
             flat = pixels.flatten(2)
-        masks = torch.bmm(fused, flat) + offset[..., None]
+        masks = torch.baddbmm(offset[..., None], fused, flat)
         return masks.view(batch, -1, out_h, out_w), semantic
