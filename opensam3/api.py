@@ -22,7 +22,7 @@ from .checkpoint import (
     split_checkpoint,
 )
 from .config import CONFIGS, Sam3Config, config_from_dict, config_to_dict, get_config
-from .device import warn_if_slow_bf16
+from .device import release_free_memory, warn_if_slow_bf16
 from .errors import CheckpointError, InvalidInputError
 from .model.sam3 import Sam3ImageModel
 from .model.tracker.config import TrackerHeadsConfig, TrackerMemoryConfig
@@ -244,5 +244,7 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         if tracker_memory_state(state.tracker):
             memory = load_tracker_memory(state.tracker, TrackerMemoryConfig.from_model_config(config), device=device,
                                          dtype=tracker_dtype)
+    del state
+    release_free_memory()
     return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory, nms_iou=nms_iou,
                 refine_masks=refine_masks)

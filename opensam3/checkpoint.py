@@ -81,6 +81,28 @@ def _safetensors_header(handle, problem: str) -> tuple[dict, int, int]:
     return header, 8 + header_len, size
 
 
+# Cast reads go through one buffer of this size: a float32 file read into a bfloat16 model then
+# never allocates (and leaves behind as heap holes) a float32 copy of each tensor.
+_CAST_CHUNK_BYTES = 8 << 20
+
+
+def _read_cast(handle, nbytes: int, stored: torch.dtype, shape: list[int], target: torch.dtype,
+               scratch: torch.Tensor, short_message: str) -> torch.Tensor:
+    """Read ``nbytes`` of ``stored`` values at the file position into a new ``target`` tensor."""
+    result = torch.empty(shape, dtype=target)
+    flat = result.view(-1)
+    item = torch.empty((), dtype=stored).element_size()
+    step = (scratch.numel() // item) * item
+    done = 0
+    while done < nbytes:
+        size = min(step, nbytes - done)
+        if handle.readinto(memoryview(scratch.numpy())[:size]) != size:
+            raise CheckpointError(short_message)
+        flat[done // item:(done + size) // item].copy_(scratch[:size].view(stored))
+        done += size
+    return result
+
+
 def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of a ``.safetensors`` file, read one at a time with plain file reads.
 
@@ -93,6 +115,8 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
         with open(path, "rb") as handle:
             header, data_start, size = _safetensors_header(handle, problem)
             state: dict[str, torch.Tensor] = {}
+            scratch = torch.empty(_CAST_CHUNK_BYTES, dtype=torch.uint8)
+
             def file_order(item) -> int:  # sequential reads; malformed entries are reported below
                 offsets = item[1].get("data_offsets")
                 return offsets[0] if isinstance(offsets, list) and offsets and isinstance(offsets[0], int) else 0
@@ -110,12 +134,16 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
                 if nbytes != expected or begin < 0 or data_start + end > size:
                     raise CheckpointError(f"{problem} (tensor {name!r}: its bytes do not fit its shape {shape} or "
                                           f"lie past the end of the file; the file may be truncated)")
-                raw = torch.empty(nbytes, dtype=torch.uint8)
                 handle.seek(data_start + begin)
-                if nbytes and handle.readinto(memoryview(raw.numpy())) != nbytes:
-                    raise CheckpointError(f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
-                state[name] = _cast(name, raw.view(dtype).reshape(shape), dtype_for)
-                del raw
+                target = dtype_for(name) if dtype_for is not None else None
+                if target is None or target == dtype or not dtype.is_floating_point:
+                    raw = torch.empty(nbytes, dtype=torch.uint8)
+                    if nbytes and handle.readinto(memoryview(raw.numpy())) != nbytes:
+                        raise CheckpointError(f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
+                    state[name] = raw.view(dtype).reshape(shape)
+                else:
+                    state[name] = _read_cast(handle, nbytes, dtype, shape, target, scratch,
+                                             f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
     except OSError as exc:
         raise CheckpointError(f"{problem} ({exc})") from None
     return state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import platform
 import warnings
@@ -41,3 +43,24 @@ def warn_if_slow_bf16(device: torch.device | str, dtype: torch.dtype) -> None:
                       f"{torch.backends.cpu.get_cpu_capability()}) has no native bfloat16 arithmetic, so bfloat16 "
                       "will be much slower than float32 here; use dtype=torch.float32 (--dtype float32)",
                       RuntimeWarning, stacklevel=3)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc_malloc_trim():
+    """glibc's ``malloc_trim`` or None (musl, macOS, Windows: nothing to do there)."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the heap pages freed by a one-off large step (reading a checkpoint, encoding an image)
+    back to the system. glibc keeps them otherwise, and the next step's temporaries then stack on
+    top: at full size in bfloat16 that is ~0.15 GB of peak memory per prompt. Costs ~10 ms."""
+    trim = _glibc_malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -48,6 +48,23 @@ def test_cast_on_read_touches_only_floating_tensors(tmp_path):
     assert state["detector.index"].dtype == torch.int64 and state["detector.flag"].dtype == torch.bool
 
 
+def test_cast_reads_cross_buffer_boundaries(tmp_path, monkeypatch):
+    """A cast tensor is read through a small reused buffer: values survive chunk edges and a
+    last partial chunk, and a file cut inside a tensor is still reported."""
+    monkeypatch.setattr("opensam3.checkpoint._CAST_CHUNK_BYTES", 24)
+    tensors = {"detector.w": torch.randn(37), "detector.h": torch.randn(5, 7).half(), "detector.one": torch.randn(1)}
+    path = tmp_path / "odd_sizes.safetensors"
+    save_file(tensors, str(path))
+    state = read_safetensors(path, lambda key: torch.bfloat16)
+    for key, value in tensors.items():
+        assert state[key].dtype == torch.bfloat16 and state[key].shape == value.shape
+        assert torch.equal(state[key], value.bfloat16()), key
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(CheckpointError, match="cut.safetensors.*truncated"):
+        read_safetensors(cut, lambda key: torch.bfloat16)
+
+
 def test_checkpoint_keys_come_from_the_header_alone(tmp_path):
     path = tmp_path / "mixed.safetensors"
     tensors = _mixed_file(path)
@@ -92,8 +109,9 @@ def test_truncated_and_malformed_files_are_named(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc")
 def test_bfloat16_read_never_holds_the_float32_file(tmp_path):
-    """Peak memory of a bfloat16 read of a 256 MB float32 file: the 128 MB result plus one 32 MB
-    tensor in flight, not the whole float32 file (a memory-mapped read peaks at 384 MB)."""
+    """Peak memory of a bfloat16 read of a 256 MB float32 file: the 128 MB result plus the 8 MB
+    read buffer, not the whole float32 file (a memory-mapped read peaks at 384 MB) nor a float32
+    copy of each 32 MB tensor."""
     path = tmp_path / "big.safetensors"
     save_file({f"detector.w{i}": torch.full((1024, 8192), float(i)) for i in range(8)}, str(path))
     script = textwrap.dedent(f"""
@@ -112,7 +130,7 @@ def test_bfloat16_read_never_holds_the_float32_file(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     growth_mb = float(done.stdout.strip().splitlines()[-1])
-    assert 120 <= growth_mb < 200, growth_mb
+    assert 120 <= growth_mb < 150, growth_mb
 
 
 def test_convert_to_bfloat16_safetensors_loads_the_same_model(tiny_state, tmp_path, capsys):

@@ -32,7 +32,9 @@ class PixelDecoder(nn.Module):
         (B, C, h_0, w_0) embedding."""
         x = levels[-1]
         for stage, skip in enumerate(reversed(levels[:-1])):
-            x = skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            # the skip is added into the fresh upsampled map: one full-size buffer fewer per
+            # stage (nearest upsampling does not need its output for the backward pass)
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest").add_(skip)
             x = F.relu(self.norms[stage](self.conv_layers[stage](x)), inplace=True)
         return x
 
