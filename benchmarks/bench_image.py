@@ -91,7 +91,28 @@ def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
         sam.segment(state, text=phrase)
         prompt.append(time.perf_counter() - start)
     return {"system": f"opensam3 {dtype_name}", "load_s": load_s, "set_image_s": statistics.median(encode),
-            "prompt_s": statistics.median(prompt), "peak_rss_gb": _peak_rss_gb()}
+            "prompt_s": statistics.median(prompt), "peak_rss_gb": _peak_rss_gb(),
+            "attention_floor_s": fusion_attention_floor(sam.model, dtype, repeats)}
+
+
+def fusion_attention_floor(model, dtype, repeats: int) -> float:
+    """Seconds per prompt that no implementation of the same model avoids on this CPU: the
+    fusion encoder's self-attention over every image token, as bare ``scaled_dot_product_attention``
+    calls, in each layer but the first (whose result opensam3 keeps per image)."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.config
+    heads, width = cfg.detector.num_heads, cfg.detector.d_model
+    query = torch.randn(1, heads, cfg.vision.grid_size ** 2, width // heads, dtype=dtype)
+    with torch.inference_mode():
+        F.scaled_dot_product_attention(query, query, query)
+        calls = []
+        for _ in range(max(repeats, 3)):
+            start = time.perf_counter()
+            F.scaled_dot_product_attention(query, query, query)
+            calls.append(time.perf_counter() - start)
+    return statistics.median(calls) * (cfg.detector.fusion_layers - 1)
 
 
 def run_reference(reference_dir: Path, checkpoint: Path, repeats: int, timeout: int) -> dict:
@@ -142,6 +163,10 @@ def _table(rows: list[dict]) -> None:
         print(f"{row['system']:<22}{row['set_image_s']:>12.2f}{row['prompt_s']:>10.2f}{row['peak_rss_gb']:>13.2f}"
               f"{row['set_image_s'] / base['set_image_s']:>13.2f}{row['prompt_s'] / base['prompt_s']:>10.2f}")
     print("(x = time relative to the first row; median over repeats / prompts)")
+    for row in rows:
+        if "attention_floor_s" in row:
+            print(f"{row['system']}: fusion self-attention alone (bare SDPA, layers 2..n) "
+                  f"{row['attention_floor_s']:.2f} s of each prompt")
 
 
 def top_mask_agreement(first: list[dict], second: list[dict]) -> tuple[float, float, int]:
