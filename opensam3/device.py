@@ -58,9 +58,10 @@ def _glibc_malloc_trim():
 
 
 def release_free_memory() -> None:
-    """Give the heap pages freed by a one-off large step (reading a checkpoint, encoding an image)
-    back to the system. glibc keeps them otherwise, and the next step's temporaries then stack on
-    top: at full size in bfloat16 that is ~0.15 GB of peak memory per prompt. Costs ~10 ms."""
+    """Give the heap pages freed by a one-off large step (reading a checkpoint) back to the
+    system; glibc keeps them otherwise. Not for per-image or per-prompt paths: in a process with a
+    large fragmented heap one call can take seconds (it made a test of many set_image calls 47x
+    slower)."""
     trim = _glibc_malloc_trim()
     if trim is not None:
         trim(0)

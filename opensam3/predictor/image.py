@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from ..data.image_io import ImageLike, preprocess, to_rgb_array
-from ..device import release_free_memory
 from ..errors import InvalidInputError
 from ..model.sam3 import GroundingOutput, ImageFeatures, Sam3ImageModel
 from ..ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
@@ -135,10 +134,7 @@ class ConceptPredictor:
         cfg = self.model.config
         pixels = preprocess(arrays, cfg.image_size, cfg.pixel_mean, cfg.pixel_std, self.device, self.dtype)
         features = self.model.encode_image(pixels)
-        states = [ImageState(features.select([i]), array) for i, array in enumerate(arrays)]
-        del pixels, features
-        release_free_memory()  # the encoder's temporaries: prompts would stack on top of them
-        return states
+        return [ImageState(features.select([i]), array) for i, array in enumerate(arrays)]
 
     # -- prompts --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -182,8 +178,6 @@ class ConceptPredictor:
             self.postprocess(outputs, i, state, threshold, prompt=(p if p is not None else "object"))
             for i, p in enumerate(phrases)
         ]
-        del outputs
-        release_free_memory()
         return results[0] if isinstance(text, str) or text is None else results
 
     def run_prompts(self, features: ImageFeatures, phrases: list[str], boxes: torch.Tensor | None,
