@@ -36,8 +36,8 @@ def test_load_warns_for_bf16_on_a_cpu_without_it(monkeypatch, tiny_checkpoint):
 
 @pytest.mark.skipif(device._glibc_malloc_trim() is None, reason="glibc only")
 def test_release_free_memory_returns_heap_holes_to_the_system():
-    """Freed blocks in the middle of the heap stay resident until released (what loading a
-    checkpoint or encoding an image leaves behind before the prompts' temporaries)."""
+    """Freed blocks in the middle of the heap stay resident until released (what reading a
+    checkpoint tensor by tensor leaves behind; `load` releases them)."""
     import subprocess
     import sys
     import textwrap
