@@ -244,7 +244,6 @@ def load(checkpoint: str | os.PathLike | None = None, config: Sam3Config | str |
         if tracker_memory_state(state.tracker):
             memory = load_tracker_memory(state.tracker, TrackerMemoryConfig.from_model_config(config), device=device,
                                          dtype=tracker_dtype)
-    del state
-    release_free_memory()
+    release_free_memory()  # the heap holes reading the checkpoint left behind
     return Sam3(model, tracker=tracker, confidence_threshold=confidence_threshold, memory=memory, nms_iou=nms_iou,
                 refine_masks=refine_masks)

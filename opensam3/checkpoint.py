@@ -54,11 +54,18 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _cast(name: str, tensor: torch.Tensor, dtype_for: DtypeFor | None) -> torch.Tensor:
+def _cast_target(name: str, stored: torch.dtype, dtype_for: DtypeFor | None) -> torch.dtype | None:
+    """The dtype tensor ``name`` must be cast to, or None to keep ``stored`` (no target, already
+    there, or not floating point)."""
     target = dtype_for(name) if dtype_for is not None else None
-    if target is None or not tensor.is_floating_point() or tensor.dtype == target:
-        return tensor
-    return tensor.to(target)
+    if target is None or not stored.is_floating_point or stored == target:
+        return None
+    return target
+
+
+def _cast(name: str, tensor: torch.Tensor, dtype_for: DtypeFor | None) -> torch.Tensor:
+    target = _cast_target(name, tensor.dtype, dtype_for)
+    return tensor if target is None else tensor.to(target)
 
 
 def _safetensors_header(handle, problem: str) -> tuple[dict, int, int]:
@@ -135,15 +142,15 @@ def read_safetensors(path: str | os.PathLike, dtype_for: DtypeFor | None = None)
                     raise CheckpointError(f"{problem} (tensor {name!r}: its bytes do not fit its shape {shape} or "
                                           f"lie past the end of the file; the file may be truncated)")
                 handle.seek(data_start + begin)
-                target = dtype_for(name) if dtype_for is not None else None
-                if target is None or target == dtype or not dtype.is_floating_point:
+                short = f"{problem} (tensor {name!r} is cut short; the file may be truncated)"
+                target = _cast_target(name, dtype, dtype_for)
+                if target is None:
                     raw = torch.empty(nbytes, dtype=torch.uint8)
                     if nbytes and handle.readinto(memoryview(raw.numpy())) != nbytes:
-                        raise CheckpointError(f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
+                        raise CheckpointError(short)
                     state[name] = raw.view(dtype).reshape(shape)
                 else:
-                    state[name] = _read_cast(handle, nbytes, dtype, shape, target, scratch,
-                                             f"{problem} (tensor {name!r} is cut short; the file may be truncated)")
+                    state[name] = _read_cast(handle, nbytes, dtype, shape, target, scratch, short)
     except OSError as exc:
         raise CheckpointError(f"{problem} ({exc})") from None
     return state
