@@ -20,7 +20,7 @@ from .data.video_io import open_video
 from .predictor.results import Segmentation
 from .predictor.video_build import build_video_tracker, load_multiplex_tracker, load_video_tracker
 from .predictor.video_multiplex31 import Multiplex31VideoTracker
-from .predictor.video_session import Sam3VideoPredictor, build_sam3_video_predictor
+from .predictor.video_session import Sam3VideoPredictor, build_sam3_multiplex_video_predictor, build_sam3_video_predictor
 from .predictor.video_tracker import VideoTracker
 
 __version__ = "0.1.0"
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "InvalidInputError", "Multiplex31VideoTracker", "OpenSam3Error", "SAM3", "SAM3_1", "Sam3",
     "Sam3Config", "Sam3Processor",
-    "Sam3VideoPredictor", "build_sam3_video_predictor",
+    "Sam3VideoPredictor", "build_sam3_multiplex_video_predictor", "build_sam3_video_predictor",
     "Segmentation", "TINY", "VideoTracker", "build_model", "build_sam3_image_model", "build_video_tracker",
     "get_config", "load", "load_multiplex_tracker", "load_video_tracker", "open_video",
 ]

@@ -149,7 +149,7 @@ def test_clicks_on_an_image_use_the_interactive_head_and_neck(parts, checkpoint,
         sam.video_tracker()
 
 
-def test_track_command_sends_clicks_to_the_multiplex_tracker(tmp_path, frames):
+def test_track_command_and_builders_use_the_multiplex_tracker(tmp_path, frames):
     """``opensam3 track`` on a SAM 3.1 file: each group of clicks (a new object, an object added
     on a later frame, a correction) goes to the multiplex tracker; --text is a clear error."""
     import json
@@ -187,5 +187,15 @@ def test_track_command_sends_clicks_to_the_multiplex_tracker(tmp_path, frames):
     for record in records:
         for obj in record["objects"]:
             assert decode(obj["segmentation"]).sum() == obj["area"] > 0 and 0 <= obj["score"] <= 1
-    with pytest.raises(opensam3.InvalidInputError, match="SAM 3.1 checkpoint.*--text needs SAM 3"):
-        run_track(_track_args(str(clip), "--text", "a cat", "--checkpoint", str(path), "--out", str(out)))
+    with pytest.raises(opensam3.InvalidInputError, match="SAM 3.1 checkpoint give --text or --point, not both"):
+        run_track(_track_args(str(clip), "--text", "a cat", "--point", "100,70", "--checkpoint", str(path),
+                              "--out", str(out)))
+    # --text alone: the concept pipeline on the multiplex tracker, through the session protocol
+    text_out = tmp_path / "text"
+    assert run_track(_track_args(str(clip), "--text", "a cat", "--checkpoint", str(path), "--out", str(text_out),
+                                 "--quiet", "--no-video")) == 0
+    assert len(list((text_out / "frames").glob("*.json"))) == len(frames)
+    # the official builders hand a SAM 3.1 file to the concept pipeline on its multiplex tracker
+    from opensam3.predictor.video_concept_multiplex31 import ConceptMultiplex31Predictor
+    for build in (opensam3.build_sam3_video_predictor, opensam3.build_sam3_multiplex_video_predictor):
+        assert isinstance(build(path).model, ConceptMultiplex31Predictor)

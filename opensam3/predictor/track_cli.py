@@ -4,9 +4,10 @@ or refine objects, written as per-frame COCO-RLE JSON and an overlay MP4.
 
 The run follows the official predictor protocol: the text prompt on ``--text-frame``, propagation
 through the whole video (both directions), then each group of clicks (same frame and object) and
-a propagation of the clicked objects. With a SAM 3.1 checkpoint the clicks go to its multiplex
-tracker (``Multiplex31VideoTracker``), each group followed by a propagation both ways from its
-frame; ``--text`` needs SAM 3 weights there.
+a propagation of the clicked objects. With a SAM 3.1 checkpoint, ``--text`` runs the concept
+pipeline on its multiplex tracker (``ConceptMultiplex31Predictor``) and clicks go to the
+multiplex tracker alone (``Multiplex31VideoTracker``), each group followed by a propagation both
+ways from its frame; one or the other, not both.
 """
 
 from __future__ import annotations
@@ -94,17 +95,27 @@ def run_track(args) -> int:
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     if _is_multiplex31(args.checkpoint):
+        if args.text and groups:
+            raise InvalidInputError("with a SAM 3.1 checkpoint give --text or --point, not both: clicks in a concept "
+                                    "session need SAM 3 weights (sam3.pt)")
         if args.text:
-            raise InvalidInputError("this is a SAM 3.1 checkpoint: its multiplex tracker follows clicked objects "
-                                    "(--point with --frame and --obj-id); --text needs SAM 3's concept video "
-                                    "predictor (sam3.pt), as concept tracking on the multiplex tracker is not built yet")
-        results = _track_clicks_multiplex31(args, video, groups, dtype)
+            from .video_build import load_multiplex_tracker
+            from .video_concept_multiplex31 import ConceptMultiplex31Predictor
+
+            tracker = load_multiplex_tracker(args.checkpoint, config=args.config, device=args.device, dtype=dtype)
+            results = _track_with_session(args, ConceptMultiplex31Predictor(tracker), source, groups, width, height,
+                                          num_frames)
+        else:
+            results = _track_clicks_multiplex31(args, video, groups, dtype)
     else:
+        from .video_concept_prompts import ConceptVideoPredictor
+
         sam = load(args.checkpoint, config=args.config, device=args.device, dtype=dtype, tracker_dtype=torch.float32)
         if sam.memory is None:
             raise InvalidInputError("this checkpoint has no tracker weights, so it cannot track objects in video; use "
                                     "the official sam3.pt")
-        results = _track_with_session(args, sam, source, groups, width, height, num_frames)
+        results = _track_with_session(args, ConceptVideoPredictor(sam.video_tracker()), source, groups, width, height,
+                                      num_frames)
     _write_outputs(args, source, video, results)
     return 0
 
@@ -124,13 +135,13 @@ def _progress(args, passes: int, num_frames: int):
     return tqdm(total=passes * num_frames, desc="track", unit="frame", disable=args.quiet, file=sys.stderr)
 
 
-def _track_with_session(args, sam, source: Path, groups, width: int, height: int, num_frames: int) -> dict[int, dict]:
-    """SAM 3 weights, the official session protocol: the text prompt and a propagation both
-    ways, then each group of clicks and a propagation of the clicked objects."""
-    from .video_concept_prompts import ConceptVideoPredictor
+def _track_with_session(args, concept, source: Path, groups, width: int, height: int,
+                        num_frames: int) -> dict[int, dict]:
+    """The official session protocol on a concept video predictor: the text prompt and a
+    propagation both ways, then each group of clicks and a propagation of the clicked objects."""
     from .video_session import Sam3VideoPredictor
 
-    predictor = Sam3VideoPredictor(ConceptVideoPredictor(sam.video_tracker()))
+    predictor = Sam3VideoPredictor(concept)
     session = predictor.handle_request({"type": "start_session", "resource_path": str(source)})["session_id"]
     results: dict[int, dict] = {}
     progress = _progress(args, (1 if args.text else 0) + len(groups), num_frames)

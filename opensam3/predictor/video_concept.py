@@ -169,7 +169,8 @@ class ConceptVideoTracker:
             raise InvalidInputError("a masklet group has no prompted frame to track from")
         return self.tracker._propagate_one_frame(ts, frame_idx, reverse, run_mem_encoder=run_mem_encoder)
 
-    def _propagate_states(self, states, frame_idx: int, reverse: bool, run_mem_encoder: bool):
+    def _propagate_states(self, state: ConceptVideoState, states, frame_idx: int, reverse: bool,
+                          run_mem_encoder: bool):
         """Official ``_propogate_tracker_one_frame_local_gpu``: ids, hole-filled low-res logits
         (N, L, L) and object score logits (N,) of every masklet in ``states``."""
         ids, masks, scores = [], [], []
@@ -259,7 +260,7 @@ class ConceptVideoTracker:
         allow_new = state.text is not None or frame_idx in state.geometric_prompt
         det = self._detect(state, frame_idx, allow_new)
         prev_ids = meta.obj_ids.copy()
-        _, low_res, obj_scores = self._propagate_states(state.tracker_states, frame_idx, reverse, False)
+        _, low_res, obj_scores = self._propagate_states(state, state.tracker_states, frame_idx, reverse, False)
         assoc = associate(det.masks, det.scores, low_res, prev_ids, cfg)
         new_det = assoc.new_det
         room = cfg.max_num_objects - len(prev_ids)

@@ -250,7 +250,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
             self.tracker._preflight(ts)
         for frame_idx in order:
             self.encode_frame(state, frame_idx)
-            ids, low_res, scores = self._propagate_states(groups, frame_idx, reverse, run_mem_encoder=True)
+            ids, low_res, scores = self._propagate_states(state, groups, frame_idx, reverse, run_mem_encoder=True)
             refined = {}
             for obj_id in obj_ids:
                 if obj_id in ids:

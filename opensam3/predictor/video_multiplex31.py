@@ -117,15 +117,22 @@ class Multiplex31VideoTracker:
                                    lambda: self._compute_features(state.video, frame_idx))
 
     def _compute_features(self, video: Video, frame_idx: int) -> tuple[FrameFeatures, FrameFeatures]:
+        return self.features_from_trunk(self.frame_trunk(video, frame_idx))
+
+    def features_from_trunk(self, trunk: torch.Tensor, via_bfloat16: bool = False
+                            ) -> tuple[FrameFeatures, FrameFeatures]:
+        """(interactive, propagation) features from a trunk output. ``via_bfloat16``: round the
+        necks' outputs through bf16 first, as the official detector hands frames to the tracker."""
         backbone = self.image_model.backbone.vision_backbone
         count = self.image_model.config.vision.used_levels
-        trunk = self.frame_trunk(video, frame_idx)
         if backbone.interactive_convs is not None:  # SAM 3.1's own necks
             necks = backbone.multiplex_levels(trunk, count=count)
         else:  # a SAM 3 backbone: its tracker neck serves both heads
             necks = (backbone.tracker_levels(trunk, count=count),) * 2
         out = []
         for (levels, positions), decoder in zip(necks, (self.interactive.sam_mask_decoder, self.tracker.sam_mask_decoder)):
+            if via_bfloat16:
+                levels = [level.to(torch.bfloat16) for level in levels]
             level0, level1, image = (level.to(self.dtype) for level in levels)
             out.append(FrameFeatures(image, decoder.project_high_res(level0, level1), positions[-1].to(self.dtype)))
         return out[0], out[1]

@@ -175,5 +175,24 @@ def build_sam3_video_predictor(checkpoint_path: str | os.PathLike | None = None,
     from ..api import load  # late: api imports the predictors
 
     sam = load(checkpoint_path, device=device, dtype=dtype, tracker_dtype=torch.float32)
+    if sam.model.config.vision.multiplex_necks:  # a SAM 3.1 file: its tracker is the multiplex one
+        del sam
+        return build_sam3_multiplex_video_predictor(checkpoint_path, device=device, dtype=dtype,
+                                                    apply_temporal_disambiguation=apply_temporal_disambiguation)
     config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
     return Sam3VideoPredictor(build_concept_video_model(sam, config, multiplex=multiplex, bucket_size=bucket_size))
+
+
+def build_sam3_multiplex_video_predictor(checkpoint_path: str | os.PathLike, device: torch.device | str = "cpu",
+                                         dtype: torch.dtype = torch.float32, apply_temporal_disambiguation: bool = True,
+                                         objects_per_bucket: int | None = None, **kwargs) -> Sam3VideoPredictor:
+    """The official SAM 3.1 builder of that name: concept tracking with the multiplex tracker
+    (``sam3.1_multiplex.pt`` or an opensam3 file of that layout), same session protocol as
+    :func:`build_sam3_video_predictor` except clicks. ``objects_per_bucket=1``: the per-object
+    baseline of the same weights. Other official keyword arguments are accepted and ignored."""
+    from .video_build import load_multiplex_tracker
+    from .video_concept_multiplex31 import ConceptMultiplex31Predictor
+
+    tracker = load_multiplex_tracker(checkpoint_path, device=device, dtype=dtype, objects_per_bucket=objects_per_bucket)
+    config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
+    return Sam3VideoPredictor(ConceptMultiplex31Predictor(tracker, config=config))

@@ -1,0 +1,227 @@
+"""SAM 3.1 concept video tracking: the official dense pipeline (``Sam3MultiplexBase``) on our
+modules. Detection, association, hot-start, re-conditioning, occlusion suppression and the
+outputs are those of :mod:`.video_concept` (same rules, same defaults); what changes is where the
+masklets live: in multiplex groups (one official "inference state" each) whose objects share
+buckets of ``multiplex_count`` slots, so one memory-attention + decoder + memory-encoder pass
+serves a whole bucket (docs/sam31_multiplex_notes.md, section 4.2).
+
+Per frame:
+1. one ViT pass: detector levels, and the interactive and propagation features rounded through
+   bf16 (as the official hands them to the tracker);
+2. every group is propagated one frame, without encoding memory; masks re-sorted by object id;
+3. association and heuristics; re-conditioned objects get the detection's mask as a mask input
+   (their output, pointer and conditioning flag on that frame);
+4. memories: every object's low-res mask upsampled to the memory encoder's input size, objects
+   that lose most of their area to overlaps suppressed, presence from emptiness (+-10), one
+   encoder pass per group with its conditioning objects flagged;
+5. new detections join the group with the fewest free slots that still holds all of them (the
+   frame's memory of that group is encoded again with them, flagged as conditioning), else open
+   a new group whose frame is a conditioning frame.
+
+Clicks on a concept session are not supported with the multiplex tracker yet (clear error);
+use :class:`~opensam3.predictor.video_multiplex31.Multiplex31VideoTracker` for click-driven
+tracking with SAM 3.1 weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidInputError
+from ..model.tracker.multiplex31 import propagate
+from ..model.tracker.tracking import FrameFeatures
+from .video_concept import ConceptVideoState, Detections
+from .video_concept_prompts import ConceptVideoPredictor
+from .video_concept_rules import ConceptVideoConfig, suppress_shrunk
+from .video_multiplex31 import Multiplex31VideoTracker
+from .video_multiplex31_state import ObjectGroup, StoredFrame
+from .video_prompts import fill_holes_in_mask_scores
+
+__all__ = ["ConceptMultiplex31Predictor", "ConceptGroup"]
+
+
+@dataclass
+class ConceptGroup(ObjectGroup):
+    """A multiplex group of the concept pipeline. ``cond_objects``: per frame, the objects whose
+    mask there came from a detection (the memory encoder's conditioning channel);
+    ``memory_input``: the last encoded frame's (frame, masks (n, 1, S, S), scores (n, 1)), kept
+    so that objects joining the group on that frame can be encoded with their bucket-mates."""
+
+    cond_objects: dict[int, set[int]] = field(default_factory=dict)
+    memory_input: tuple[int, torch.Tensor, torch.Tensor] | None = None
+
+    def drop(self, obj_id: int) -> None:
+        super().drop(obj_id)
+        for objects in self.cond_objects.values():
+            objects.discard(obj_id)
+        self.memory_input = None
+
+
+class ConceptMultiplex31Predictor(ConceptVideoPredictor):
+    """Concept tracking in video with SAM 3.1's multiplex tracker (official session API through
+    :class:`~opensam3.predictor.video_session.Sam3VideoPredictor`)."""
+
+    def __init__(self, tracker: Multiplex31VideoTracker, config: ConceptVideoConfig | None = None,
+                 cache_frames: int = 2):
+        super().__init__(tracker, config=config, cache_frames=cache_frames)
+
+    @property
+    def _slots_per_bucket(self) -> int:
+        return self.tracker.objects_per_bucket
+
+    def _frame_features(self, state: ConceptVideoState, frame_idx: int) -> tuple[FrameFeatures, FrameFeatures]:
+        self.encode_frame(state, frame_idx)  # cached for the frame being processed
+        return state.features[frame_idx]
+
+    def _decode_masks(self, state: ConceptVideoState, frame_idx: int, masks: torch.Tensor):
+        """Detection mask logits (n, h, w) -> as mask prompts: low-res logits (n, 1, L, L), logits
+        for the memory (n, 1, S, S), object scores (n, 1), pointers (n, C)."""
+        tracker = self.tracker
+        interactive, _ = self._frame_features(state, frame_idx)
+        prompts = self._mask_input(masks)[:, None].to(self.device)
+        logits, scores, pointers = tracker.interactive.mask_as_output(interactive.image, interactive.high_res,
+                                                                      prompts, tracker.tracker.no_obj_ptr_linear)
+        size = tracker.config.low_res_size
+        low = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return low, logits, scores, pointers
+
+    # ---- tracker steps (the hooks of ConceptVideoTracker) ----
+    def _propagate_states(self, state: ConceptVideoState, groups, frame_idx: int, reverse: bool,
+                          run_mem_encoder: bool):
+        """Every group one frame on: ids sorted, hole-filled low-res logits (N, L, L) and object
+        score logits (N,). A group's conditioning frame gives its stored output."""
+        ids, masks, scores = [], [], []
+        for group in groups:
+            if not group.obj_ids:
+                continue
+            stored = group.frames.get(frame_idx)
+            if frame_idx not in group.cond or stored is None or stored.masks.shape[0] != len(group.obj_ids):
+                stored = self._track_group(state, group, frame_idx, reverse, run_mem_encoder)
+            ids.extend(group.obj_ids)
+            masks.append(stored.masks[:, 0].float())
+            scores.append(stored.scores[:, 0].float())
+        size = self.tracker.config.low_res_size
+        if not masks:
+            return [], torch.zeros((0, size, size)), torch.zeros(0)
+        order = np.argsort(ids, kind="stable")  # the official re-sorts the states' objects by id
+        low_res = torch.cat(masks)[torch.from_numpy(order)]
+        low_res = fill_holes_in_mask_scores(low_res[:, None], self.config.fill_hole_area)[:, 0]
+        return [ids[i] for i in order], low_res.cpu(), torch.cat(scores)[torch.from_numpy(order)].cpu()
+
+    def _track_group(self, state: ConceptVideoState, group: ConceptGroup, frame_idx: int, reverse: bool,
+                     run_mem_encoder: bool) -> StoredFrame:
+        tracker = self.tracker
+        _, features = self._frame_features(state, frame_idx)
+        spatial, pointers = tracker._memories(state, group, frame_idx, reverse)
+        conditioning = self._conditioning(group, frame_idx)
+        out = propagate(tracker.tracker, features, group.slots, spatial, pointers, state.num_frames,
+                        conditioning=conditioning, run_mem_encoder=run_mem_encoder)
+        memory = None if out.memory_features is None else out.memory_features.to(tracker.memory_dtype)
+        stored = StoredFrame(out.low_res_masks, out.object_score_logits, memory, features.image, features.pos,
+                             group.slots.mux(out.obj_ptr))
+        group.frames[frame_idx] = stored
+        return stored
+
+    def _conditioning(self, group: ConceptGroup, frame_idx: int) -> torch.Tensor:
+        flagged = group.cond_objects.get(frame_idx, set())
+        return torch.tensor([obj_id in flagged for obj_id in group.obj_ids], dtype=torch.bool, device=self.device)
+
+    def _encode_group_memory(self, state: ConceptVideoState, group: ConceptGroup, frame_idx: int,
+                             masks: torch.Tensor, scores: torch.Tensor) -> None:
+        tracker = self.tracker
+        _, features = self._frame_features(state, frame_idx)
+        memory, _ = tracker.tracker.encode_memory(features.image, masks.to(self.device, tracker.dtype),
+                                                  scores.to(self.device, tracker.dtype), group.slots,
+                                                  conditioning=self._conditioning(group, frame_idx))
+        group.frames[frame_idx].memory = memory.to(tracker.memory_dtype)
+        group.memory_input = (frame_idx, masks, scores)
+
+    def _update_memories(self, state: ConceptVideoState, frame_idx: int, low_res: torch.Tensor) -> None:
+        """Official ``_tracker_update_memories`` for multiplex groups: one encoder pass per group."""
+        groups = [group for group in state.tracker_states if group.obj_ids]
+        if not groups:
+            return
+        size = self.tracker.config.mask_input_size
+        high = F.interpolate(low_res[:, None], size=(size, size), mode="bilinear", align_corners=False)
+        high = suppress_shrunk(high)
+        scores = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
+        # low_res rows follow the objects sorted by id, as _propagate_states returns them
+        row_of = {obj_id: i for i, obj_id in enumerate(sorted(i for g in groups for i in g.obj_ids))}
+        for group in groups:
+            rows = torch.tensor([row_of[obj_id] for obj_id in group.obj_ids])
+            self._encode_group_memory(state, group, frame_idx, high[rows], scores[rows])
+
+    def _recondition(self, state, frame_idx, det: Detections, trk_to_det: dict, prev_ids, obj_scores) -> None:
+        """Confident masklets matched by a confident detection take its mask as a new mask input
+        on this frame (output, pointer, conditioning flag); memories follow in _update_memories."""
+        chosen = {obj_id: det_idx for obj_id, det_idx in trk_to_det.items()
+                  if obj_scores[int(np.nonzero(prev_ids == obj_id)[0].item())] > 0.8}
+        for group in state.tracker_states:
+            mine = [obj_id for obj_id in group.obj_ids if obj_id in chosen]
+            if not mine:
+                continue
+            low, _, scores, pointers = self._decode_masks(state, frame_idx,
+                                                          det.masks[torch.tensor([chosen[o] for o in mine])])
+            stored = group.frames[frame_idx]
+            rows = torch.tensor([group.row(obj_id) for obj_id in mine])
+            masks, object_scores = stored.masks.clone(), stored.scores.clone()
+            masks[rows], object_scores[rows] = low.to(masks.dtype), scores.to(object_scores.dtype)
+            data_pointers = group.slots.demux(stored.pointers).clone()
+            data_pointers[rows] = pointers.to(data_pointers.dtype)
+            stored.masks, stored.scores, stored.pointers = masks, object_scores, group.slots.mux(data_pointers)
+            group.cond.add(frame_idx)
+            group.cond_objects.setdefault(frame_idx, set()).update(mine)
+
+    def _add_objects(self, state, frame_idx: int, obj_ids, masks: torch.Tensor) -> None:
+        """New detections: into the group with the fewest free slots that holds them all (official
+        placement), else a new group."""
+        tracker = self.tracker
+        obj_ids = [int(obj_id) for obj_id in obj_ids]
+        low, logits, scores, pointers = self._decode_masks(state, frame_idx, masks)
+        size = tracker.config.image_size
+        for_memory = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        count = len(obj_ids)
+        joinable = [group for group in state.tracker_states
+                    if self._slots_per_bucket == tracker.config.multiplex_count and group.slots.free_slots >= count
+                    and group.memory_input is not None and group.memory_input[0] == frame_idx]
+        if joinable:
+            group = min(joinable, key=lambda g: g.slots.free_slots)
+            stored = group.frames[frame_idx]
+            data_pointers = group.slots.demux(stored.pointers)
+            group.slots.add_objects(count)
+            group.obj_ids.extend(obj_ids)
+            stored.masks = torch.cat([stored.masks, low.to(stored.masks.dtype)])
+            stored.scores = torch.cat([stored.scores, scores.to(stored.scores.dtype)])
+            stored.pointers = group.slots.mux(torch.cat([data_pointers, pointers.to(data_pointers.dtype)]))
+            _, old_masks, old_scores = group.memory_input
+            mask_size = old_masks.shape[-1]
+            new_masks = F.interpolate(for_memory.float(), size=(mask_size, mask_size), mode="bilinear",
+                                      align_corners=False)
+            group.cond_objects.setdefault(frame_idx, set()).update(obj_ids)
+            self._encode_group_memory(state, group, frame_idx, torch.cat([old_masks, new_masks.to(old_masks.dtype)]),
+                                      torch.cat([old_scores, scores.to(old_scores.dtype).cpu()]))
+            return
+        group = ConceptGroup(frame_idx, obj_ids, slots=tracker._layout(count), cond={frame_idx})
+        group.cond_objects[frame_idx] = set(obj_ids)
+        _, features = self._frame_features(state, frame_idx)
+        group.frames[frame_idx] = StoredFrame(low, scores, None, features.image, features.pos,
+                                              group.slots.mux(pointers))
+        self._encode_group_memory(state, group, frame_idx, for_memory, scores)
+        state.tracker_states.append(group)
+
+    def _remove_from_trackers(self, state, obj_id: int) -> None:
+        for group in state.tracker_states:
+            if obj_id in group.obj_ids:
+                group.drop(obj_id)
+        state.tracker_states[:] = [group for group in state.tracker_states if group.obj_ids]
+
+    # ---- what the multiplex tracker does not do in a concept session yet ----
+    def add_points(self, state: ConceptVideoState, frame_idx: int, obj_id, points, point_labels):
+        raise InvalidInputError(
+            "clicks in a concept session are not supported with SAM 3.1's multiplex tracker yet: track the "
+            "objects with opensam3.load_multiplex_tracker(checkpoint) (points, boxes and masks on any frame), "
+            "or use a SAM 3 checkpoint for text + clicks in one session")
