@@ -187,14 +187,13 @@ def test_track_command_and_builders_use_the_multiplex_tracker(tmp_path, frames):
     for record in records:
         for obj in record["objects"]:
             assert decode(obj["segmentation"]).sum() == obj["area"] > 0 and 0 <= obj["score"] <= 1
-    with pytest.raises(opensam3.InvalidInputError, match="SAM 3.1 checkpoint give --text or --point, not both"):
-        run_track(_track_args(str(clip), "--text", "a cat", "--point", "100,70", "--checkpoint", str(path),
-                              "--out", str(out)))
-    # --text alone: the concept pipeline on the multiplex tracker, through the session protocol
+    # --text: the concept pipeline on the multiplex tracker, through the session protocol, clicks included
     text_out = tmp_path / "text"
-    assert run_track(_track_args(str(clip), "--text", "a cat", "--checkpoint", str(path), "--out", str(text_out),
-                                 "--quiet", "--no-video")) == 0
-    assert len(list((text_out / "frames").glob("*.json"))) == len(frames)
+    assert run_track(_track_args(str(clip), "--text", "a cat", "--point", "100,70", "--frame", "1", "--obj-id", "50",
+                                 "--checkpoint", str(path), "--out", str(text_out), "--quiet", "--no-video")) == 0
+    records = [json.loads(p.read_text()) for p in sorted((text_out / "frames").glob("*.json"))]
+    assert len(records) == len(frames)
+    assert 50 in {obj["obj_id"] for record in records for obj in record["objects"]}  # the clicked object
     # the official builders hand a SAM 3.1 file to the concept pipeline on its multiplex tracker
     from opensam3.predictor.video_concept_multiplex31 import ConceptMultiplex31Predictor
     for build in (opensam3.build_sam3_video_predictor, opensam3.build_sam3_multiplex_video_predictor):

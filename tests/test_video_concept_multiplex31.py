@@ -184,9 +184,6 @@ def test_session_protocol_end_to_end_and_clear_errors(parts, frames):
         assert set(outputs) >= {"out_obj_ids", "out_probs", "out_boxes_xywh", "out_binary_masks"}
         assert outputs["out_binary_masks"].shape[1:] == (H, W)
         assert len(outputs["out_obj_ids"]) == len(outputs["out_probs"]) == len(outputs["out_boxes_xywh"])
-    with pytest.raises(InvalidInputError, match="multiplex tracker"):
-        server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 3,
-                               "points": [[0.5, 0.5]], "point_labels": [1], "obj_id": 0})
     server.handle_request({"type": "remove_object", "session_id": session, "obj_id": 1})
     state = server._session(session)["state"]
     assert 1 not in state.obj_ids and all(1 not in group.obj_ids for group in state.tracker_states)
@@ -204,3 +201,54 @@ def test_the_real_detector_runs_on_a_sam31_backbone(parts, frames):
     out = concept.run_frame(state, 0, reverse=False)
     assert set(out) >= {"obj_id_to_mask", "obj_id_to_score"}
     assert state.features[0][0].image.shape == state.features[0][1].image.shape
+
+
+@torch.inference_mode()
+def test_clicks_add_an_object_and_refine_a_detected_one(parts, frames):
+    concept = predictor(parts)
+    scripted(concept, {0: ([(10, 10, 20), (50, 50, 16)], [0.9, 0.9])})
+    server = Sam3VideoPredictor(concept)
+    session = server.handle_request({"type": "start_session", "resource_path": frames})["session_id"]
+    server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 0, "text": "a square"})
+    list(server.handle_stream_request({"type": "propagate_in_video", "session_id": session}))
+    state = server._session(session)["state"]
+    [detected] = state.tracker_states
+    assert detected.obj_ids == [0, 1]
+
+    # a new object: its own group, its mask what the interactive multiplex tracker gives the same clicks
+    point, pixels = [[0.7, 0.3]], np.array([[0.7 * W, 0.3 * H]], np.float32)
+    out = server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 3, "points": point,
+                                 "point_labels": [1], "obj_id": 7})["outputs"]
+    assert 7 in list(out["out_obj_ids"])
+    reference = Multiplex31VideoTracker(*parts, non_overlap_masks=False)
+    reference._compute_features = lambda video, t: reference.features_from_trunk(
+        reference.frame_trunk(video, t), via_bfloat16=True)
+    ref_state = reference.init_state(frames)
+    reference.add_new_points_or_box(ref_state, 3, 7, points=pixels, labels=[1])
+    ref_low = reference._frame_result(ref_state, 3, with_logits=True).low_res_logits
+    filled = fill_holes_in_mask_scores(ref_low[:, None], concept.config.fill_hole_area)[:, 0]
+    expected = concept._video_res(state, filled)
+    assert expected.any()
+    assert torch.equal(state.cached_outputs[3][7], expected[0])
+    [clicked] = [g for g in state.tracker_states if 7 in g.obj_ids]
+    assert clicked.obj_ids == [7] and clicked.cond == {3} and clicked.cond_objects[3] == {7}
+    refreshed = [item["frame_index"] for item in server.handle_stream_request(
+        {"type": "propagate_in_video", "session_id": session, "start_frame_index": 3})]
+    assert refreshed == [3, 4, 5, 2, 1, 0]  # both ways by default
+    assert all(7 in state.cached_outputs[t] for t in range(6))  # tracked from its clicked frame
+
+    # refining a detected object moves it out of its group; the detector's conditioning frame nearby is dropped
+    server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 4, "points": [[0.2, 0.2]],
+                           "point_labels": [1], "obj_id": 0})
+    [alone] = [g for g in state.tracker_states if 0 in g.obj_ids]
+    assert alone.obj_ids == [0] and alone.cond == {4} and detected.obj_ids == [1]
+    assert alone.frames[2].memory is None and alone.frames[4].memory is not None  # pointers kept, not bucket memories
+    before = {t: state.cached_outputs[t].get(1) for t in range(6)}
+    list(server.handle_stream_request({"type": "propagate_in_video", "session_id": session, "start_frame_index": 4}))
+    for t in range(6):  # the partial propagation re-tracks only the refined object's group
+        assert (before[t] is None) == (state.cached_outputs[t].get(1) is None)
+        if before[t] is not None:
+            assert torch.equal(before[t], state.cached_outputs[t][1])
+    with pytest.raises(InvalidInputError, match="obj_id"):
+        server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 4, "points": [[0.2, 0.2]],
+                               "point_labels": [1]})

@@ -4,10 +4,10 @@ or refine objects, written as per-frame COCO-RLE JSON and an overlay MP4.
 
 The run follows the official predictor protocol: the text prompt on ``--text-frame``, propagation
 through the whole video (both directions), then each group of clicks (same frame and object) and
-a propagation of the clicked objects. With a SAM 3.1 checkpoint, ``--text`` runs the concept
-pipeline on its multiplex tracker (``ConceptMultiplex31Predictor``) and clicks go to the
+a propagation of the clicked objects. With a SAM 3.1 checkpoint the same protocol runs on its
+multiplex tracker (``ConceptMultiplex31Predictor``); clicks without ``--text`` go to the
 multiplex tracker alone (``Multiplex31VideoTracker``), each group followed by a propagation both
-ways from its frame; one or the other, not both.
+ways from its frame.
 """
 
 from __future__ import annotations
@@ -95,9 +95,6 @@ def run_track(args) -> int:
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     if _is_multiplex31(args.checkpoint):
-        if args.text and groups:
-            raise InvalidInputError("with a SAM 3.1 checkpoint give --text or --point, not both: clicks in a concept "
-                                    "session need SAM 3 weights (sam3.pt)")
         if args.text:
             from .video_build import load_multiplex_tracker
             from .video_concept_multiplex31 import ConceptMultiplex31Predictor

@@ -18,9 +18,11 @@ Per frame:
    frame's memory of that group is encoded again with them, flagged as conditioning), else open
    a new group whose frame is a conditioning frame.
 
-Clicks on a concept session are not supported with the multiplex tracker yet (clear error);
-use :class:`~opensam3.predictor.video_multiplex31.Multiplex31VideoTracker` for click-driven
-tracking with SAM 3.1 weights.
+Clicks (``add_prompt`` with points and an ``obj_id``) add an object or refine one: the
+interactive head decodes them; a refined object leaves its shared group first (its outputs and
+pointers go with it, not the shared bucket memories), as in
+:class:`~opensam3.predictor.video_multiplex31.Multiplex31VideoTracker`; the partial propagation
+that follows re-tracks its group only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidInputError
 from ..model.tracker.multiplex31 import propagate
 from ..model.tracker.tracking import FrameFeatures
 from .video_concept import ConceptVideoState, Detections
@@ -39,7 +40,7 @@ from .video_concept_prompts import ConceptVideoPredictor
 from .video_concept_rules import ConceptVideoConfig, suppress_shrunk
 from .video_multiplex31 import Multiplex31VideoTracker
 from .video_multiplex31_state import ObjectGroup, StoredFrame
-from .video_prompts import fill_holes_in_mask_scores
+from .video_prompts import fill_holes_in_mask_scores, point_prompt
 
 __all__ = ["ConceptMultiplex31Predictor", "ConceptGroup"]
 
@@ -48,10 +49,12 @@ __all__ = ["ConceptMultiplex31Predictor", "ConceptGroup"]
 class ConceptGroup(ObjectGroup):
     """A multiplex group of the concept pipeline. ``cond_objects``: per frame, the objects whose
     mask there came from a detection (the memory encoder's conditioning channel);
-    ``memory_input``: the last encoded frame's (frame, masks (n, 1, S, S), scores (n, 1)), kept
+    ``clicked``: the frames where its object was clicked (a clicked object is alone in its
+    group); ``memory_input``: the last encoded frame's (frame, masks (n, 1, S, S), scores (n, 1)), kept
     so that objects joining the group on that frame can be encoded with their bucket-mates."""
 
     cond_objects: dict[int, set[int]] = field(default_factory=dict)
+    clicked: set[int] = field(default_factory=set)  # frames where the object was clicked
     memory_input: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def drop(self, obj_id: int) -> None:
@@ -202,8 +205,9 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
             new_masks = F.interpolate(for_memory.float(), size=(mask_size, mask_size), mode="bilinear",
                                       align_corners=False)
             group.cond_objects.setdefault(frame_idx, set()).update(obj_ids)
-            self._encode_group_memory(state, group, frame_idx, torch.cat([old_masks, new_masks.to(old_masks.dtype)]),
-                                      torch.cat([old_scores, scores.to(old_scores.dtype).cpu()]))
+            self._encode_group_memory(state, group, frame_idx,
+                                      torch.cat([old_masks, new_masks.to(old_masks.device, old_masks.dtype)]),
+                                      torch.cat([old_scores, scores.to(old_scores.device, old_scores.dtype)]))
             return
         group = ConceptGroup(frame_idx, obj_ids, slots=tracker._layout(count), cond={frame_idx})
         group.cond_objects[frame_idx] = set(obj_ids)
@@ -219,9 +223,39 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
                 group.drop(obj_id)
         state.tracker_states[:] = [group for group in state.tracker_states if group.obj_ids]
 
-    # ---- what the multiplex tracker does not do in a concept session yet ----
-    def add_points(self, state: ConceptVideoState, frame_idx: int, obj_id, points, point_labels):
-        raise InvalidInputError(
-            "clicks in a concept session are not supported with SAM 3.1's multiplex tracker yet: track the "
-            "objects with opensam3.load_multiplex_tracker(checkpoint) (points, boxes and masks on any frame), "
-            "or use a SAM 3 checkpoint for text + clicks in one session")
+    # ---- clicks ----
+    def _apply_clicks(self, state: ConceptVideoState, frame_idx: int, obj_id: int, pixels: np.ndarray,
+                      labels: list[int]) -> torch.Tensor:
+        """Clicks decoded by the interactive head alone. A new object opens a group of its own; an
+        object sharing a group first moves out of it (keeping its outputs and pointers, not the
+        shared bucket memories), as in :class:`Multiplex31VideoTracker`. The clicked frame becomes
+        a conditioning frame, and detector-made conditioning frames nearby stop conditioning it."""
+        tracker = self.tracker
+        interactive, propagation = self._frame_features(state, frame_idx)
+        coords, point_labels = point_prompt(pixels, labels, None, state.width, state.height, tracker.config.image_size,
+                                            self.device)
+        low, _, score, pointer = tracker.interactive.predict(interactive.image, interactive.high_res,
+                                                            coords.to(tracker.dtype), point_labels,
+                                                            tracker.tracker.no_obj_ptr_linear)
+        group = next((g for g in state.tracker_states if obj_id in g.obj_ids), None)
+        if group is None:
+            group = ConceptGroup(frame_idx, [obj_id], slots=tracker._layout(1))
+            state.tracker_states.append(group)
+        elif len(group.obj_ids) > 1:
+            group = group.extract(obj_id, tracker.config.multiplex_count)
+            state.tracker_states.append(group)
+        group.clicked.add(frame_idx)
+        window = self.config.refinement_cond_frame_window
+        group.cond = {t for t in group.cond if t in group.clicked or abs(t - frame_idx) > window}
+        group.cond.add(frame_idx)
+        group.cond_objects[frame_idx] = {obj_id}
+        group.frames[frame_idx] = StoredFrame(low, score, None, propagation.image, propagation.pos,
+                                              group.slots.mux(pointer))
+        size = tracker.config.image_size
+        self._encode_group_memory(state, group, frame_idx,
+                                  F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False), score)
+        filled = fill_holes_in_mask_scores(low.float(), self.config.fill_hole_area)
+        return self._video_res(state, filled[:, 0])[0].cpu()
+
+    def _prepare_groups(self, groups) -> None:
+        """Nothing to do: a multiplex group's memory is encoded when its prompt arrives."""

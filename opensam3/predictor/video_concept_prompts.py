@@ -102,16 +102,12 @@ class ConceptVideoPredictor(ConceptVideoTracker):
         labels = _labels(point_labels, xy.shape[0], "point_labels")
         meta = self._metadata(state)
         self.encode_frame(state, frame_idx)
-        groups = [ts for ts in state.tracker_states if obj_id in ts.obj_ids]
-        if groups:
-            ts = groups[0]
+        if any(obj_id in ts.obj_ids for ts in state.tracker_states):
             state.action_history.append({"type": "refine", "frame_idx": frame_idx, "obj_ids": [obj_id]})
         else:
             if len(meta.obj_ids) >= self.config.max_num_objects:
                 raise InvalidInputError(f"cannot add object {obj_id}: already tracking {len(meta.obj_ids)} objects "
                                         f"(the limit is {self.config.max_num_objects})")
-            ts = self._new_tracker_state(state)
-            state.tracker_states.append(ts)
             meta.obj_ids = np.concatenate([meta.obj_ids, np.array([obj_id], np.int64)])
             meta.max_obj_id = max(meta.max_obj_id, obj_id)
             state.action_history.append({"type": "add", "frame_idx": frame_idx, "obj_ids": [obj_id]})
@@ -121,13 +117,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
         for suppressed in meta.suppressed.values():
             suppressed.discard(obj_id)
         pixels = xy * np.array([state.width, state.height], np.float32)
-        self.tracker.add_new_points_or_box(ts, frame_idx, obj_id, points=pixels, labels=labels, clear_old_points=True)
-        consolidated = self.tracker._consolidate(ts, frame_idx, True, run_mem_encoder=False, at_video_res=True)
-        logits = self.tracker._video_res(ts, consolidated.video_masks)
-        logits = fill_holes_in_mask_scores(logits, self.config.fill_hole_area)
-        self.tracker._preflight(ts)
-        self._clear_detector_cond_frames(ts, obj_id, frame_idx)
-        new_mask = (logits[ts.obj_ids.index(obj_id)] > 0).cpu()
+        new_mask = self._apply_clicks(state, frame_idx, obj_id, pixels, labels)
         # (the official asserts the frame went through detection or propagation before; any frame works here)
         state.frames_with_outputs.add(frame_idx)
         obj_id_to_mask = dict(state.cached_outputs.get(frame_idx, {}))
@@ -137,6 +127,29 @@ class ConceptVideoPredictor(ConceptVideoTracker):
                "obj_id_to_tracker_score": meta.tracker_scores[frame_idx]}
         self.cache_outputs(state, frame_idx, obj_id_to_mask, suppressed)
         return frame_idx, self.postprocess(state, out, hidden=suppressed)
+
+    def _apply_clicks(self, state: ConceptVideoState, frame_idx: int, obj_id: int, pixels: np.ndarray,
+                      labels: list[int]) -> torch.Tensor:
+        """The clicks (pixels) given to the object's masklet group (a new object: a new group);
+        returns its (1, H, W) mask on the frame."""
+        groups = [ts for ts in state.tracker_states if obj_id in ts.obj_ids]
+        if groups:
+            ts = groups[0]
+        else:
+            ts = self._new_tracker_state(state)
+            state.tracker_states.append(ts)
+        self.tracker.add_new_points_or_box(ts, frame_idx, obj_id, points=pixels, labels=labels, clear_old_points=True)
+        consolidated = self.tracker._consolidate(ts, frame_idx, True, run_mem_encoder=False, at_video_res=True)
+        logits = self.tracker._video_res(ts, consolidated.video_masks)
+        logits = fill_holes_in_mask_scores(logits, self.config.fill_hole_area)
+        self.tracker._preflight(ts)
+        self._clear_detector_cond_frames(ts, obj_id, frame_idx)
+        return (logits[ts.obj_ids.index(obj_id)] > 0).cpu()
+
+    def _prepare_groups(self, groups) -> None:
+        """Before a partial propagation: prompts not yet consolidated get their memory."""
+        for ts in groups:
+            self.tracker._preflight(ts)
 
     def _clear_detector_cond_frames(self, ts, obj_id: int, frame_idx: int) -> None:
         index = ts.obj_index(obj_id)
@@ -246,8 +259,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
     def _propagate_partial(self, state, order, reverse: bool, obj_ids: list):
         meta = self._metadata(state)
         groups = [ts for ts in state.tracker_states if set(obj_ids) & set(ts.obj_ids)]
-        for ts in groups:
-            self.tracker._preflight(ts)
+        self._prepare_groups(groups)
         for frame_idx in order:
             self.encode_frame(state, frame_idx)
             ids, low_res, scores = self._propagate_states(state, groups, frame_idx, reverse, run_mem_encoder=True)

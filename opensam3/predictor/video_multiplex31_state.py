@@ -107,7 +107,7 @@ class ObjectGroup:
             pointer = self.slots.demux(stored.pointers)[row:row + 1]
             frames[t] = StoredFrame(stored.masks[row:row + 1], stored.scores[row:row + 1], None, stored.image,
                                     stored.image_pos, alone.mux(pointer))
-        group = ObjectGroup(self.frame, [obj_id], slots=alone, cond=set(self.cond), frames=frames)
+        group = type(self)(self.frame, [obj_id], slots=alone, cond=set(self.cond), frames=frames)
         self.drop(obj_id)
         return group
 
