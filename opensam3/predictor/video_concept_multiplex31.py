@@ -37,8 +37,7 @@ from ..model.tracker.multiplex31 import propagate
 from ..model.tracker.tracking import FrameFeatures
 from .video_concept import ConceptVideoState, Detections
 from .video_concept_prompts import ConceptVideoPredictor
-from .video_concept_rules import ConceptVideoConfig, suppress_shrunk
-from .video_multiplex31 import Multiplex31VideoTracker
+from .video_concept_rules import suppress_shrunk
 from .video_multiplex31_state import ObjectGroup, StoredFrame
 from .video_prompts import fill_holes_in_mask_scores, point_prompt
 
@@ -66,11 +65,8 @@ class ConceptGroup(ObjectGroup):
 
 class ConceptMultiplex31Predictor(ConceptVideoPredictor):
     """Concept tracking in video with SAM 3.1's multiplex tracker (official session API through
-    :class:`~opensam3.predictor.video_session.Sam3VideoPredictor`)."""
-
-    def __init__(self, tracker: Multiplex31VideoTracker, config: ConceptVideoConfig | None = None,
-                 cache_frames: int = 2):
-        super().__init__(tracker, config=config, cache_frames=cache_frames)
+    :class:`~opensam3.predictor.video_session.Sam3VideoPredictor`):
+    ``ConceptMultiplex31Predictor(Multiplex31VideoTracker(...), config=ConceptVideoConfig())``."""
 
     @property
     def _slots_per_bucket(self) -> int:
