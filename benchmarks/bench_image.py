@@ -90,9 +90,44 @@ def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
         start = time.perf_counter()
         sam.segment(state, text=phrase)
         prompt.append(time.perf_counter() - start)
+    peak_rss = _peak_rss_gb()  # before the floor measurements below add their own buffers
+    attention = fusion_attention_floor(sam.model, dtype, repeats)
+    other_flops = prompt_flops_without_attention(sam, state, "a blue bus")
+    rate = gemm_rate(sam.model, dtype, repeats)
     return {"system": f"opensam3 {dtype_name}", "load_s": load_s, "set_image_s": statistics.median(encode),
-            "prompt_s": statistics.median(prompt), "peak_rss_gb": _peak_rss_gb(),
-            "attention_floor_s": fusion_attention_floor(sam.model, dtype, repeats)}
+            "prompt_s": statistics.median(prompt), "peak_rss_gb": peak_rss,
+            "attention_floor_s": attention, "prompt_gflop": other_flops / 1e9, "gemm_gflops": rate / 1e9,
+            "prompt_floor_s": attention + other_flops / rate}
+
+
+def prompt_flops_without_attention(sam, state, phrase: str) -> float:
+    """FLOPs of one new text prompt that torch's counter sees (matrix products, convolutions;
+    not scaled_dot_product_attention, which fusion_attention_floor times instead)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        sam.segment(state, text=phrase)
+    return float(counter.get_total_flops())
+
+
+def gemm_rate(model, dtype, repeats: int) -> float:
+    """FLOP/s of one large matrix product of the fusion encoder's shape (its feed-forward layer)."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.config
+    tokens, width, hidden = cfg.vision.grid_size ** 2, cfg.detector.d_model, cfg.detector.fusion_ffn
+    inputs, weight = torch.randn(tokens, hidden, dtype=dtype), torch.randn(width, hidden, dtype=dtype)
+    with torch.inference_mode():
+        F.linear(inputs, weight)
+        calls = []
+        for _ in range(max(repeats, 3)):
+            start = time.perf_counter()
+            F.linear(inputs, weight)
+            calls.append(time.perf_counter() - start)
+    return 2 * tokens * width * hidden / statistics.median(calls)
 
 
 def fusion_attention_floor(model, dtype, repeats: int) -> float:
@@ -166,7 +201,9 @@ def _table(rows: list[dict]) -> None:
     for row in rows:
         if "attention_floor_s" in row:
             print(f"{row['system']}: fusion self-attention alone (bare SDPA, layers 2..n) "
-                  f"{row['attention_floor_s']:.2f} s of each prompt")
+                  f"{row['attention_floor_s']:.2f} s of each prompt; the prompt's other {row['prompt_gflop']:.0f} GFLOP "
+                  f"at this CPU's matrix-product rate ({row['gemm_gflops']:.0f} GFLOPS) {row['prompt_floor_s'] - row['attention_floor_s']:.2f} s; "
+                  f"floor {row['prompt_floor_s']:.2f} s a prompt")
 
 
 def top_mask_agreement(first: list[dict], second: list[dict]) -> tuple[float, float, int]:
