@@ -249,6 +249,13 @@ def test_clicks_add_an_object_and_refine_a_detected_one(parts, frames):
         assert (before[t] is None) == (state.cached_outputs[t].get(1) is None)
         if before[t] is not None:
             assert torch.equal(before[t], state.cached_outputs[t][1])
+    # an id clicked in below an existing one: rows still follow the session's object list
+    server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 4, "points": [[0.5, 0.8]],
+                           "point_labels": [1], "obj_id": 5})
+    assert [int(i) for i in state.meta.obj_ids] == [0, 1, 7, 5]
+    concept.encode_frame(state, 5)
+    ids, low_res, _ = concept._propagate_states(state, state.tracker_states, 5, False, False)
+    assert ids == [0, 1, 7, 5] and low_res.shape[0] == 4
     with pytest.raises(InvalidInputError, match="obj_id"):
         server.handle_request({"type": "add_prompt", "session_id": session, "frame_index": 4, "points": [[0.2, 0.2]],
                                "point_labels": [1]})

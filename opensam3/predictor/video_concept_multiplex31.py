@@ -8,7 +8,8 @@ serves a whole bucket (docs/sam31_multiplex_notes.md, section 4.2).
 Per frame:
 1. one ViT pass: detector levels, and the interactive and propagation features rounded through
    bf16 (as the official hands them to the tracker);
-2. every group is propagated one frame, without encoding memory; masks re-sorted by object id;
+2. every group is propagated one frame, without encoding memory; masks re-sorted into the
+   session's object order;
 3. association and heuristics; re-conditioned objects get the detection's mask as a mask input
    (their output, pointer and conditioning flag on that frame);
 4. memories: every object's low-res mask upsampled to the memory encoder's input size, objects
@@ -91,8 +92,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
     # ---- tracker steps (the hooks of ConceptVideoTracker) ----
     def _propagate_states(self, state: ConceptVideoState, groups, frame_idx: int, reverse: bool,
                           run_mem_encoder: bool):
-        """Every group one frame on: ids sorted, hole-filled low-res logits (N, L, L) and object
-        score logits (N,). A group's conditioning frame gives its stored output."""
+        """Every group one frame on: ids in session order, hole-filled low-res logits (N, L, L) and
+        object score logits (N,). A group's conditioning frame gives its stored output."""
         ids, masks, scores = [], [], []
         for group in groups:
             if not group.obj_ids:
@@ -106,10 +107,19 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         size = self.tracker.config.low_res_size
         if not masks:
             return [], torch.zeros((0, size, size)), torch.zeros(0)
-        order = np.argsort(ids, kind="stable")  # the official re-sorts the states' objects by id
-        low_res = torch.cat(masks)[torch.from_numpy(order)]
-        low_res = fill_holes_in_mask_scores(low_res[:, None], self.config.fill_hole_area)[:, 0]
-        return [ids[i] for i in order], low_res.cpu(), torch.cat(scores)[torch.from_numpy(order)].cpu()
+        # the official re-sorts the states' objects; rows follow the session's object list
+        row = {obj_id: i for i, obj_id in enumerate(ids)}
+        ordered = self._in_session_order(state, ids)
+        index = torch.tensor([row[obj_id] for obj_id in ordered])
+        low_res = fill_holes_in_mask_scores(torch.cat(masks)[index][:, None], self.config.fill_hole_area)[:, 0]
+        return ordered, low_res.cpu(), torch.cat(scores)[index].cpu()
+
+    @staticmethod
+    def _in_session_order(state: ConceptVideoState, ids: list[int]) -> list[int]:
+        """``ids`` in the order of the session's object list, which run_frame's rows follow
+        (ascending, unless a click added an id below an existing one)."""
+        known = {} if state.meta is None else {int(obj_id): k for k, obj_id in enumerate(state.meta.obj_ids)}
+        return sorted(ids, key=lambda obj_id: (known.get(obj_id, len(known)), obj_id))
 
     def _track_group(self, state: ConceptVideoState, group: ConceptGroup, frame_idx: int, reverse: bool,
                      run_mem_encoder: bool) -> StoredFrame:
@@ -148,8 +158,9 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         high = F.interpolate(low_res[:, None], size=(size, size), mode="bilinear", align_corners=False)
         high = suppress_shrunk(high)
         scores = torch.where((high > 0).any(dim=(-1, -2)), 10.0, -10.0)
-        # low_res rows follow the objects sorted by id, as _propagate_states returns them
-        row_of = {obj_id: i for i, obj_id in enumerate(sorted(i for g in groups for i in g.obj_ids))}
+        # low_res rows are in the order _propagate_states returned them
+        ordered = self._in_session_order(state, [obj_id for group in groups for obj_id in group.obj_ids])
+        row_of = {obj_id: i for i, obj_id in enumerate(ordered)}
         for group in groups:
             rows = torch.tensor([row_of[obj_id] for obj_id in group.obj_ids])
             self._encode_group_memory(state, group, frame_idx, high[rows], scores[rows])
