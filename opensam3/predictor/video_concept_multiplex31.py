@@ -147,7 +147,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
                                                   scores.to(self.device, tracker.dtype), group.slots,
                                                   conditioning=self._conditioning(group, frame_idx))
         group.frames[frame_idx].memory = memory.to(tracker.memory_dtype)
-        group.memory_input = (frame_idx, masks, scores)
+        # kept only while newcomers could still join (a full-size mask is 5 MB an object)
+        group.memory_input = (frame_idx, masks, scores) if group.slots.free_slots else None
 
     def _update_memories(self, state: ConceptVideoState, frame_idx: int, low_res: torch.Tensor) -> None:
         """Official ``_tracker_update_memories`` for multiplex groups: one encoder pass per group."""
