@@ -187,8 +187,8 @@ def build_sam3_multiplex_video_predictor(checkpoint_path: str | os.PathLike, dev
                                          dtype: torch.dtype = torch.float32, apply_temporal_disambiguation: bool = True,
                                          objects_per_bucket: int | None = None, **kwargs) -> Sam3VideoPredictor:
     """The official SAM 3.1 builder of that name: concept tracking with the multiplex tracker
-    (``sam3.1_multiplex.pt`` or an opensam3 file of that layout), same session protocol as
-    :func:`build_sam3_video_predictor` except clicks. ``objects_per_bucket=1``: the per-object
+    (``sam3.1_multiplex.pt`` or an opensam3 file of that layout), the same session protocol as
+    :func:`build_sam3_video_predictor`. ``objects_per_bucket=1``: the per-object
     baseline of the same weights. Other official keyword arguments are accepted and ignored."""
     from .video_build import load_multiplex_tracker
     from .video_concept_multiplex31 import ConceptMultiplex31Predictor
