@@ -45,12 +45,17 @@ def test_full_size_layout_has_the_released_tensor_count():
     assert SAM3_1.vision.used_levels == 3 and opensam3.get_config("sam3.1") == SAM3_1
 
 
-@pytest.fixture(scope="module")
-def parts():
+def seeded_sam31_parts() -> tuple:
+    """(image model, interactive head, multiplex tracker) of a tiny SAM 3.1, seeded weights."""
     torch.manual_seed(0)
     model = Sam3ImageModel(TINY_31).eval()
     seed_module(model, prefix="detector.")
     return (model, *seeded_heads(TRACKER))
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return seeded_sam31_parts()
 
 
 @pytest.fixture(scope="module")

@@ -9,39 +9,29 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_multiplex31_loader import TINY_31
-from test_video_multiplex31 import CONFIG, H, W, seeded_heads
+from test_multiplex31_loader import seeded_sam31_parts
+from test_video_multiplex31 import CONFIG, H, W, moving_square_clip
 
 from opensam3.errors import InvalidInputError
-from opensam3.model.sam3 import Sam3ImageModel
-from opensam3.predictor import video_concept_multiplex31 as module
+from opensam3.predictor import video_multiplex31 as tracker_module
 from opensam3.predictor.video_concept import Detections
 from opensam3.predictor.video_concept_multiplex31 import ConceptMultiplex31Predictor
 from opensam3.predictor.video_concept_rules import ConceptVideoConfig
 from opensam3.predictor.video_multiplex31 import Multiplex31VideoTracker
 from opensam3.predictor.video_prompts import fill_holes_in_mask_scores
 from opensam3.predictor.video_session import Sam3VideoPredictor
-from opensam3.seeded import seed_module
 
 L = CONFIG.low_res_size
 
 
 @pytest.fixture(scope="module")
 def parts():
-    torch.manual_seed(0)
-    model = Sam3ImageModel(TINY_31).eval()
-    seed_module(model, prefix="detector.")
-    return (model, *seeded_heads(CONFIG))
+    return seeded_sam31_parts()
 
 
 @pytest.fixture(scope="module")
 def frames():
-    rng = np.random.default_rng(1)
-    coarse = rng.integers(0, 256, (6, 6, 8, 3)).astype(np.uint8)
-    clip = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)
-    for t in range(6):
-        clip[t, 20:50, 10 + 4 * t:40 + 4 * t] = (250, 240, 30)
-    return clip
+    return moving_square_clip(6, seed=1)
 
 
 def square_logits(squares) -> torch.Tensor:
@@ -161,8 +151,8 @@ def test_one_tracker_pass_per_group_and_frame_however_many_objects(parts, frames
     five = [(2, 2, 10), (2, 40, 10), (40, 2, 10), (40, 40, 10), (60, 60, 10)]
     scripted(concept, {0: (five, [0.9] * 5)})
     buckets = []
-    real = module.propagate
-    monkeypatch.setattr(module, "propagate", lambda tracker, features, slots, *a, **k: (
+    real = tracker_module.propagate
+    monkeypatch.setattr(tracker_module, "propagate", lambda tracker, features, slots, *a, **k: (
         buckets.append(slots.num_buckets), real(tracker, features, slots, *a, **k))[1])
     state = concept.init_state(frames)
     state.text = "square"

@@ -42,14 +42,19 @@ def parts():
     return (model, *seeded_heads())
 
 
-@pytest.fixture(scope="module")
-def frames():
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (5, 6, 8, 3)).astype(np.uint8)
+def moving_square_clip(num_frames: int, seed: int) -> np.ndarray:
+    """(T, H, W, 3) blocky noise with a yellow square moving right 4 pixels a frame."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (num_frames, 6, 8, 3)).astype(np.uint8)
     clip = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)
-    for t in range(5):
+    for t in range(num_frames):
         clip[t, 20:50, 10 + 4 * t:40 + 4 * t] = (250, 240, 30)
     return clip
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return moving_square_clip(5, seed=0)
 
 
 def square_mask(y0, x0, side=24):

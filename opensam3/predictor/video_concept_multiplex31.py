@@ -34,12 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.tracker.multiplex31 import propagate
 from ..model.tracker.tracking import FrameFeatures
 from .video_concept import ConceptVideoState, Detections
 from .video_concept_prompts import ConceptVideoPredictor
 from .video_concept_rules import suppress_shrunk
-from .video_multiplex31_state import ObjectGroup, StoredFrame
+from .video_multiplex31_state import ObjectGroup, PromptOutput, StoredFrame
 from .video_prompts import fill_holes_in_mask_scores, point_prompt
 
 __all__ = ["ConceptMultiplex31Predictor", "ConceptGroup"]
@@ -77,17 +76,10 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         self.encode_frame(state, frame_idx)  # cached for the frame being processed
         return state.features[frame_idx]
 
-    def _decode_masks(self, state: ConceptVideoState, frame_idx: int, masks: torch.Tensor):
-        """Detection mask logits (n, h, w) -> as mask prompts: low-res logits (n, 1, L, L), logits
-        for the memory (n, 1, S, S), object scores (n, 1), pointers (n, C)."""
-        tracker = self.tracker
+    def _decode_masks(self, state: ConceptVideoState, frame_idx: int, masks: torch.Tensor) -> PromptOutput:
+        """Detection mask logits (n, h, w) as mask prompts on the frame (one batch)."""
         interactive, _ = self._frame_features(state, frame_idx)
-        prompts = self._mask_input(masks)[:, None].to(self.device)
-        logits, scores, pointers = tracker.interactive.mask_as_output(interactive.image, interactive.high_res,
-                                                                      prompts, tracker.tracker.no_obj_ptr_linear)
-        size = tracker.config.low_res_size
-        low = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return low, logits, scores, pointers
+        return self.tracker.decode_masks(interactive, self._mask_input(masks)[:, None].to(self.device))
 
     # ---- tracker steps (the hooks of ConceptVideoTracker) ----
     def _propagate_states(self, state: ConceptVideoState, groups, frame_idx: int, reverse: bool,
@@ -123,17 +115,9 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
 
     def _track_group(self, state: ConceptVideoState, group: ConceptGroup, frame_idx: int, reverse: bool,
                      run_mem_encoder: bool) -> StoredFrame:
-        tracker = self.tracker
         _, features = self._frame_features(state, frame_idx)
-        spatial, pointers = tracker._memories(state, group, frame_idx, reverse)
-        conditioning = self._conditioning(group, frame_idx)
-        out = propagate(tracker.tracker, features, group.slots, spatial, pointers, state.num_frames,
-                        conditioning=conditioning, run_mem_encoder=run_mem_encoder)
-        memory = None if out.memory_features is None else out.memory_features.to(tracker.memory_dtype)
-        stored = StoredFrame(out.low_res_masks, out.object_score_logits, memory, features.image, features.pos,
-                             group.slots.mux(out.obj_ptr))
-        group.frames[frame_idx] = stored
-        return stored
+        return self.tracker.track_group(state, group, features, frame_idx, reverse, run_mem_encoder,
+                                        self._conditioning(group, frame_idx))
 
     def _conditioning(self, group: ConceptGroup, frame_idx: int) -> torch.Tensor:
         flagged = group.cond_objects.get(frame_idx, set())
@@ -175,8 +159,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
             mine = [obj_id for obj_id in group.obj_ids if obj_id in chosen]
             if not mine:
                 continue
-            low, _, scores, pointers = self._decode_masks(state, frame_idx,
-                                                          det.masks[torch.tensor([chosen[o] for o in mine])])
+            decoded = self._decode_masks(state, frame_idx, det.masks[torch.tensor([chosen[o] for o in mine])])
+            low, scores, pointers = decoded.low_res, decoded.score, decoded.pointer
             stored = group.frames[frame_idx]
             rows = torch.tensor([group.row(obj_id) for obj_id in mine])
             masks, object_scores = stored.masks.clone(), stored.scores.clone()
@@ -192,9 +176,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         placement), else a new group."""
         tracker = self.tracker
         obj_ids = [int(obj_id) for obj_id in obj_ids]
-        low, logits, scores, pointers = self._decode_masks(state, frame_idx, masks)
-        size = tracker.config.image_size
-        for_memory = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
+        decoded = self._decode_masks(state, frame_idx, masks)
+        low, for_memory, scores, pointers = decoded.low_res, decoded.for_memory, decoded.score, decoded.pointer
         count = len(obj_ids)
         joinable = [group for group in state.tracker_states
                     if self._slots_per_bucket == tracker.config.multiplex_count and group.slots.free_slots >= count
@@ -242,9 +225,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         interactive, propagation = self._frame_features(state, frame_idx)
         coords, point_labels = point_prompt(pixels, labels, None, state.width, state.height, tracker.config.image_size,
                                             self.device)
-        low, _, score, pointer = tracker.interactive.predict(interactive.image, interactive.high_res,
-                                                            coords.to(tracker.dtype), point_labels,
-                                                            tracker.tracker.no_obj_ptr_linear)
+        decoded = tracker.decode_points(interactive, coords, point_labels)
+        low, score = decoded.low_res, decoded.score
         group = next((g for g in state.tracker_states if obj_id in g.obj_ids), None)
         if group is None:
             group = ConceptGroup(frame_idx, [obj_id], slots=tracker._layout(1))
@@ -258,10 +240,8 @@ class ConceptMultiplex31Predictor(ConceptVideoPredictor):
         group.cond.add(frame_idx)
         group.cond_objects[frame_idx] = {obj_id}
         group.frames[frame_idx] = StoredFrame(low, score, None, propagation.image, propagation.pos,
-                                              group.slots.mux(pointer))
-        size = tracker.config.image_size
-        self._encode_group_memory(state, group, frame_idx,
-                                  F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False), score)
+                                              group.slots.mux(decoded.pointer))
+        self._encode_group_memory(state, group, frame_idx, decoded.for_memory, score)
         filled = fill_holes_in_mask_scores(low.float(), self.config.fill_hole_area)
         return self._video_res(state, filled[:, 0])[0].cpu()
 

@@ -161,12 +161,7 @@ class Multiplex31VideoTracker:
         if old is not None:
             coords, point_labels = torch.cat([old[0], coords], dim=1), torch.cat([old[1], point_labels], dim=1)
         interactive, _ = self.frame_features(state, frame_idx)
-        low, _, score, pointer = self.interactive.predict(interactive.image, interactive.high_res,
-                                                         coords.to(self.dtype), point_labels,
-                                                         self.tracker.no_obj_ptr_linear)
-        size = self.config.image_size
-        high = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-        self._apply_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
+        self._apply_prompt(state, frame_idx, obj_id, self.decode_points(interactive, coords, point_labels))
         state.point_inputs[(obj_id, frame_idx)] = (coords, point_labels)
         return self._frame_result(state, frame_idx)
 
@@ -177,15 +172,28 @@ class Multiplex31VideoTracker:
         model_mask, _ = mask_prompt(mask, state.height, state.width, self.input_mask_size, self.device)
         frame_idx, obj_id = self._check_prompt(state, frame_idx, obj_id)
         interactive, _ = self.frame_features(state, frame_idx)
-        logits, score, pointer = self.interactive.mask_as_output(interactive.image, interactive.high_res,
-                                                                 model_mask, self.tracker.no_obj_ptr_linear)
+        self._apply_prompt(state, frame_idx, obj_id, self.decode_masks(interactive, model_mask))
+        state.point_inputs.pop((obj_id, frame_idx), None)
+        return self._frame_result(state, frame_idx)
+
+    def decode_points(self, interactive: FrameFeatures, coords: torch.Tensor, labels: torch.Tensor) -> PromptOutput:
+        """Clicks (model coordinates (1, P, 2), labels (1, P)) decoded by the interactive head alone."""
+        low, _, score, pointer = self.interactive.predict(interactive.image, interactive.high_res,
+                                                         coords.to(self.dtype), labels,
+                                                         self.tracker.no_obj_ptr_linear)
+        size = self.config.image_size
+        return PromptOutput(low, F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False),
+                            score, pointer)
+
+    def decode_masks(self, interactive: FrameFeatures, masks: torch.Tensor) -> PromptOutput:
+        """Mask prompts (B, 1, S, S) at the mask input size as outputs (``mask_as_output``)."""
+        logits, score, pointer = self.interactive.mask_as_output(interactive.image, interactive.high_res, masks,
+                                                                 self.tracker.no_obj_ptr_linear)
         low = F.interpolate(logits, size=(self.config.low_res_size,) * 2, mode="bilinear", align_corners=False,
                             antialias=True)
         size = self.config.image_size
-        high = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        self._apply_prompt(state, frame_idx, obj_id, PromptOutput(low, high, score, pointer))
-        state.point_inputs.pop((obj_id, frame_idx), None)
-        return self._frame_result(state, frame_idx)
+        return PromptOutput(low, F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False),
+                            score, pointer)
 
     def _apply_prompt(self, state: Multiplex31State, frame_idx: int, obj_id: int, output: PromptOutput) -> None:
         """Put a decoded prompt where it belongs (rules: video_multiplex31_state.py)."""
@@ -341,9 +349,18 @@ class Multiplex31VideoTracker:
 
     def _track(self, state: Multiplex31State, group: ObjectGroup, frame_idx: int, reverse: bool) -> None:
         _, features = self.frame_features(state, frame_idx)
+        self.track_group(state, group, features, frame_idx, reverse)
+
+    def track_group(self, state, group: ObjectGroup, features: FrameFeatures, frame_idx: int, reverse: bool,
+                    run_mem_encoder: bool = True, conditioning: torch.Tensor | None = None) -> StoredFrame:
+        """One frame of one group from the frame's propagation ``features``: stored and returned
+        (memory None without ``run_mem_encoder``; ``conditioning``: per object flags for it)."""
         spatial, pointers = self._memories(state, group, frame_idx, reverse)
-        out = propagate(self.tracker, features, group.slots, spatial, pointers, state.num_frames)
-        group.frames[frame_idx] = StoredFrame(out.low_res_masks, out.object_score_logits,
-                                              out.memory_features.to(self.memory_dtype), features.image, features.pos,
-                                              group.slots.mux(out.obj_ptr))
+        out = propagate(self.tracker, features, group.slots, spatial, pointers, state.num_frames,
+                        conditioning=conditioning, run_mem_encoder=run_mem_encoder)
+        memory = None if out.memory_features is None else out.memory_features.to(self.memory_dtype)
+        stored = StoredFrame(out.low_res_masks, out.object_score_logits, memory, features.image, features.pos,
+                             group.slots.mux(out.obj_ptr))
+        group.frames[frame_idx] = stored
         group.fresh.add(frame_idx)
+        return stored
