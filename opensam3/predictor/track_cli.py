@@ -73,6 +73,7 @@ def run_track(args) -> int:
 
     from ..api import load
     from ..data.video_io import open_video
+    from .video_build import is_multiplex31_checkpoint
 
     if not args.text and not args.point:
         raise InvalidInputError("give --text PHRASE and/or --point x,y (with --frame and --obj-id)")
@@ -94,7 +95,7 @@ def run_track(args) -> int:
         raise InvalidInputError(f"--text-frame {args.text_frame} is out of range: the video has {num_frames} frames")
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    if _is_multiplex31(args.checkpoint):
+    if is_multiplex31_checkpoint(args.checkpoint):
         if args.text:
             from .video_build import load_multiplex_tracker
             from .video_concept_multiplex31 import ConceptMultiplex31Predictor
@@ -115,15 +116,6 @@ def run_track(args) -> int:
                                       num_frames)
     _write_outputs(args, source, video, results)
     return 0
-
-
-def _is_multiplex31(checkpoint) -> bool:
-    """Whether the file holds SAM 3.1's multiplex tracker (``tracker.model.*``), told from its tensor
-    names alone so that the weights are read once, by the loader that fits them."""
-    from opensam3.api import resolve_checkpoint
-    from opensam3.checkpoint import MULTIPLEX_TRACKER_PREFIX, checkpoint_keys
-
-    return any(key.startswith(MULTIPLEX_TRACKER_PREFIX) for key in checkpoint_keys(resolve_checkpoint(checkpoint)))
 
 
 def _progress(args, passes: int, num_frames: int):

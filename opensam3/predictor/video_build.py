@@ -60,6 +60,15 @@ def load_video_tracker(checkpoint: str | os.PathLike | None = None, config: Sam3
     return build_video_tracker(sam, sam.memory, tracker_dtype=tracker_dtype, **options)
 
 
+def is_multiplex31_checkpoint(checkpoint: str | os.PathLike | None) -> bool:
+    """Whether the file holds SAM 3.1's multiplex tracker (``tracker.model.*``), told from its tensor
+    names alone so that the weights are read once, by the loader that fits them."""
+    from ..api import resolve_checkpoint
+    from ..checkpoint import checkpoint_keys
+
+    return any(key.startswith(MULTIPLEX_TRACKER_PREFIX) for key in checkpoint_keys(resolve_checkpoint(checkpoint)))
+
+
 def load_multiplex_tracker(checkpoint: str | os.PathLike, config: Sam3Config | str | None = None,
                            tracker_config: MultiplexTrackerConfig | None = None, device: torch.device | str = "cpu",
                            dtype: torch.dtype = torch.float32, tracker_dtype: torch.dtype = torch.float32,

@@ -173,12 +173,12 @@ def build_sam3_video_predictor(checkpoint_path: str | os.PathLike | None = None,
     (see :class:`~opensam3.predictor.video_tracker.VideoTracker`). Other official keyword arguments
     (bpe_path, async_loading_frames, ...) are accepted and ignored."""
     from ..api import load  # late: api imports the predictors
+    from .video_build import is_multiplex31_checkpoint
 
-    sam = load(checkpoint_path, device=device, dtype=dtype, tracker_dtype=torch.float32)
-    if sam.model.config.vision.multiplex_necks:  # a SAM 3.1 file: its tracker is the multiplex one
-        del sam
+    if is_multiplex31_checkpoint(checkpoint_path):  # a SAM 3.1 file: its tracker is the multiplex one
         return build_sam3_multiplex_video_predictor(checkpoint_path, device=device, dtype=dtype,
                                                     apply_temporal_disambiguation=apply_temporal_disambiguation)
+    sam = load(checkpoint_path, device=device, dtype=dtype, tracker_dtype=torch.float32)
     config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
     return Sam3VideoPredictor(build_concept_video_model(sam, config, multiplex=multiplex, bucket_size=bucket_size))
 
