@@ -264,17 +264,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, tracker: nn.Modul
                     metadata: dict[str, str] | None = None) -> None:
     """Write the model in the official key layout as safetensors (readable by read_checkpoint).
     ``tracker``: the module(s) whose state dicts together make ``tracker.*`` (heads, memory)."""
-    from safetensors.torch import save_file
-
     tensors = {DETECTOR_PREFIX + k: v.detach().contiguous() for k, v in model.state_dict().items()}
     trackers = [] if tracker is None else [tracker] if isinstance(tracker, nn.Module) else list(tracker)
     for part in trackers:
         tensors.update({TRACKER_PREFIX + k: v.detach().contiguous() for k, v in part.state_dict().items()})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata or {})
-    os.replace(tmp, path)  # never leave a half-written file under the final name
+    _write_safetensors(tensors, Path(path), metadata or {})
 
 
 def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
@@ -283,8 +277,6 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
     floating tensors cast to ``dtype`` (None keeps them). Returns the number of tensors written.
     Safetensors load without unpickling, and straight into a bfloat16 model without a float32
     copy (see :func:`read_safetensors`)."""
-    from safetensors.torch import save_file
-
     source, target = Path(source), Path(target)
     if target.suffix != ".safetensors":
         raise CheckpointError(f"the converted file must end in .safetensors, got {target}")
@@ -292,17 +284,73 @@ def convert_checkpoint(source: str | os.PathLike, target: str | os.PathLike,
         raise CheckpointError(f"{target} is the checkpoint being converted; choose another output path")
     state = read_checkpoint(source, (lambda _key: dtype) if dtype is not None else None)
     state = {k: v.contiguous() for k, v in state.items() if not k.endswith(_RECOMPUTED_SUFFIXES)}
-    metadata = None
-    if source.suffix == ".safetensors":  # keep what opensam3 wrote there (the model config)
-        from safetensors import safe_open
+    _write_safetensors(state, target, _safetensors_metadata(source))  # keeps the model config opensam3 wrote
+    return len(state)
 
-        with safe_open(str(source), framework="pt") as handle:
-            metadata = handle.metadata()
+
+def _safetensors_metadata(path: Path) -> dict[str, str] | None:
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata()
+
+
+def _write_safetensors(state: Mapping[str, torch.Tensor], target: Path, metadata: dict[str, str] | None) -> None:
+    from safetensors.torch import save_file
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
-    return len(state)
+    save_file(dict(state), str(tmp), metadata=metadata)
+    os.replace(tmp, target)  # never leave a half-written file under the final name
+
+
+def average_checkpoints(sources: Sequence[str | os.PathLike], target: str | os.PathLike,
+                        weights: Sequence[float] | None = None, dtype: torch.dtype | None = None) -> int:
+    """Write the weighted mean of several checkpoints of one model (a "model soup"): fine-tunes
+    of a common starting point often score better averaged than any one of them. Floating
+    tensors are averaged in float32 and stored in each first-file tensor's dtype (or ``dtype``);
+    other tensors must be equal in every file. The first file's metadata (model config, score
+    offsets) is kept, so the files must agree on it. Returns the number of tensors written."""
+    paths, target = [Path(p) for p in sources], Path(target)
+    if len(paths) < 2:
+        raise CheckpointError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    if target.suffix != ".safetensors":
+        raise CheckpointError(f"the averaged file must end in .safetensors, got {target}")
+    if target.exists() and any(target.resolve() == p.resolve() for p in paths if p.exists()):
+        raise CheckpointError(f"{target} is one of the checkpoints being averaged; choose another output path")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths) or any(not w > 0 for w in weights):
+        raise CheckpointError(f"give one positive weight per checkpoint ({len(paths)} files, weights {weights})")
+    total = sum(weights)
+    first = read_checkpoint(paths[0])
+    metadata = _safetensors_metadata(paths[0])
+    stored = {k: dtype if dtype is not None and v.is_floating_point() else v.dtype for k, v in first.items()}
+    mean = {k: v.float() * (weights[0] / total) if v.is_floating_point() else v for k, v in first.items()}
+    del first
+    for path, weight in zip(paths[1:], weights[1:]):
+        state = read_checkpoint(path)
+        missing, extra = sorted(set(mean) - set(state)), sorted(set(state) - set(mean))
+        misshaped = sorted(k for k in mean if k in state and state[k].shape != mean[k].shape)
+        if missing or extra or misshaped:
+            raise CheckpointError(
+                f"{path} is not the same model as {paths[0]}: " + "; ".join(
+                    f"{len(names)} {what}: {_summarise(names)}" for what, names in
+                    (("missing", missing), ("extra", extra), ("with another shape", misshaped)) if names))
+        other = _safetensors_metadata(path)
+        if metadata is not None and other is not None and metadata != other:
+            raise CheckpointError(f"{path} and {paths[0]} hold different model configs in their metadata "
+                                  "(sizes or score offsets): average fine-tunes of one model with one config")
+        for key, value in state.items():
+            if mean[key].is_floating_point():
+                mean[key].add_(value.float(), alpha=weight / total)
+            elif not torch.equal(value, mean[key]):
+                raise CheckpointError(f"{path}: the non-floating tensor {key!r} differs from {paths[0]}'s; "
+                                      "these files are not fine-tunes of one model")
+        del state
+    _write_safetensors({k: v.to(stored[k]).contiguous() for k, v in mean.items()}, target, metadata)
+    return len(mean)
 
 
 def download_official(repo_id: str = HUB_REPO, filename: str = HUB_FILENAME) -> Path:

@@ -217,6 +217,23 @@ def _convert(args) -> int:
     return 0
 
 
+def _average(args) -> int:
+    import torch
+
+    from .checkpoint import average_checkpoints
+
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise InvalidInputError(f"--weights takes comma-separated numbers, one per checkpoint; got {args.weights!r}") from None
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    count = average_checkpoints(args.checkpoints, args.out, weights, dtype)
+    print(f"wrote the average of {len(args.checkpoints)} checkpoints ({count} tensors) to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opensam3", description="SAM 3: segment anything with concepts")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out", metavar="OUT.safetensors")
     convert.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast floating tensors (default: keep them)")
     convert.set_defaults(func=_convert)
+
+    average = sub.add_parser("average", help="average the weights of fine-tunes of one model (a model soup)",
+                             description="Write the weighted mean of checkpoints of one model, e.g. two fine-tunes "
+                                         "of the same start; the embedded model ships as such an average.")
+    average.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="two or more files of one model")
+    average.add_argument("--out", required=True, metavar="OUT.safetensors")
+    average.add_argument("--weights", metavar="W1,W2,...", help="one weight per checkpoint (default: equal)")
+    average.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                         help="store floating tensors in this dtype (default: the first file's)")
+    average.set_defaults(func=_average)
 
     from .eval import cli as eval_cli
     from .predictor.track_cli import add_track_parser

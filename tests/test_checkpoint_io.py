@@ -161,3 +161,58 @@ def test_convert_refuses_bad_targets(tiny_checkpoint, tmp_path, capsys):
     assert "must end in .safetensors" in capsys.readouterr().err
     assert cli_main(["convert", str(tiny_checkpoint), str(tiny_checkpoint)]) == 2
     assert "is the checkpoint being converted" in capsys.readouterr().err
+
+
+def _shifted_copy(tiny_sam, path, shift):
+    """tiny_sam's file with every floating tensor moved by ``shift`` (same config metadata)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path.parent / "base.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file({k: v + shift if v.is_floating_point() else v for k, v in state.items()}, str(path), metadata=metadata)
+    return state
+
+
+def test_average_is_the_weighted_mean_and_keeps_the_config(tiny_sam, tmp_path, capsys):
+    tiny_sam.save(tmp_path / "base.safetensors")
+    base = _shifted_copy(tiny_sam, tmp_path / "a.safetensors", 0.0)
+    _shifted_copy(tiny_sam, tmp_path / "b.safetensors", 1.0)
+    out = tmp_path / "soup.safetensors"
+    assert cli_main(["average", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
+                     "--out", str(out), "--weights", "3,1"]) == 0
+    assert "average of 2 checkpoints" in capsys.readouterr().out
+    soup = load_file(str(out))
+    assert soup.keys() == base.keys()
+    for key, value in base.items():
+        expected = value + 0.25 if value.is_floating_point() else value
+        assert soup[key].dtype == value.dtype and torch.allclose(soup[key], expected, atol=1e-6), key
+    # the metadata config travels: the file loads as the tiny model without naming a config
+    assert opensam3.load(out).model.config.name == "tiny"
+
+
+def test_average_refuses_files_of_different_models(tiny_sam, tmp_path, capsys):
+    tiny_sam.save(tmp_path / "base.safetensors")
+    state = _shifted_copy(tiny_sam, tmp_path / "a.safetensors", 0.0)
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    save_file({k: v for k, v in state.items() if k != first}, str(tmp_path / "fewer.safetensors"))
+    save_file(state, str(tmp_path / "other_config.safetensors"), metadata={"opensam3_config": "{}"})
+    out = tmp_path / "soup.safetensors"
+    a = str(tmp_path / "a.safetensors")
+    assert cli_main(["average", a, str(tmp_path / "fewer.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is not the same model" in err and "1 missing" in err and first in err
+    assert cli_main(["average", a, str(tmp_path / "other_config.safetensors"), "--out", str(out)]) == 2
+    assert "different model configs" in capsys.readouterr().err
+    assert cli_main(["average", a, "--out", str(out)]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert cli_main(["average", a, a, "--out", str(out), "--weights", "1,x"]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert cli_main(["average", a, a, "--out", str(out), "--weights", "1,0"]) == 2
+    assert "positive weight" in capsys.readouterr().err
+    assert cli_main(["average", a, str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
+    before = (tmp_path / "a.safetensors").read_bytes()
+    assert cli_main(["average", a, a, "--out", a]) == 2  # would overwrite an input
+    assert "one of the checkpoints being averaged" in capsys.readouterr().err
+    assert (tmp_path / "a.safetensors").read_bytes() == before and not out.exists()

@@ -348,3 +348,44 @@ def test_frozen_trunk_cache_stays_within_its_budget(data, tmp_path, monkeypatch)
     again = run._encode_images(batch, torch.device("cpu"))            # cached or recomputed: the same
     for a, b in zip(first.fpn, again.fpn):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_tracker_anchor_holds_the_tracker_neck_while_the_trunk_trains(data, tmp_path):
+    """Training the trunk moves what the click / box head reads; the anchor loss keeps the tracker
+    neck's output near the start (the neck learns to undo the trunk's change) while the trunk and
+    the detector still learn."""
+    import copy
+
+    with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True))
+
+    def train(weight: float):
+        torch.manual_seed(0)
+        model = build_model(with_neck)
+        start = copy.deepcopy(model)
+        run = Trainer(settings(tmp_path / f"w{weight}", data, steps=10, lr=5e-3, tracker_anchor=weight), model=model)
+        logs = [run.train_step() for _ in range(10)]
+        return start, run, logs
+
+    def tracker_drift(start, run) -> float:
+        batch = run.next_batch()
+        with torch.inference_mode():
+            before = start.encode_image(batch.pixels).tracker_fpn
+            after = run.model.encode_image(batch.pixels).tracker_fpn
+        return float(sum((a - b).pow(2).mean() / b.pow(2).mean() for a, b in zip(after, before)) / len(before))
+
+    def trunk_moved(start, run) -> bool:
+        old, new = start.backbone.vision_backbone.trunk.state_dict(), run.model.backbone.vision_backbone.trunk.state_dict()
+        return any(not torch.equal(old[k], new[k]) for k in old)
+
+    free_start, free, free_logs = train(0.0)
+    held_start, held, logs = train(50.0)
+    assert trunk_moved(free_start, free) and trunk_moved(held_start, held)
+    assert all(log["tracker_anchor"] > 0 for log in logs[1:]) and not any("tracker_anchor" in log for log in free_logs)
+    drift_free, drift_held = tracker_drift(free_start, free), tracker_drift(held_start, held)
+    assert drift_held < 0.3 * drift_free, (drift_held, drift_free)
+    assert logs[-1]["loss"] < logs[0]["loss"]
+
+    with pytest.raises(InvalidInputError, match="--freeze-trunk"):
+        Trainer(settings(tmp_path / "both", data, freeze_trunk=True, tracker_anchor=1.0), model=build_model(with_neck))
+    with pytest.raises(InvalidInputError, match="needs a model that has one"):
+        Trainer(settings(tmp_path / "none", data, tracker_anchor=1.0), model=build_model(MICRO))

@@ -36,6 +36,7 @@ from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.init import init_box_attention_focus
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
 from opensam3.train.optim import build_optimizer
+from opensam3.train.tracker_anchor import TrackerNeckAnchor
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.pt"
@@ -79,6 +80,8 @@ class TrainSettings:
     save_dtype: str = "float32"       # the exported model's parameter dtype (float16 halves the file)
     freeze_trunk: bool = False        # fine-tuning: keep the ViT trunk as it is (what a model's click / box head
                                       # and video memory were trained on); its outputs are computed once per image
+    tracker_anchor: float = 0.0       # fine-tuning the trunk of a model with a tracker neck: weight of the loss that
+                                      # holds the tracker neck's output where --init had it (train/tracker_anchor.py)
     progress: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
@@ -197,10 +200,16 @@ class Trainer:
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
         # decoder dominates a step); exported weights are made contiguous again
         self.model = model.train().to(memory_format=torch.channels_last)
-        self._trunk_maps: dict[str, torch.Tensor] = {}  # frozen trunk: file name -> (D, g, g) output
+        self._trunk_maps: dict[str, torch.Tensor] = {}  # frozen / starting trunk: file name -> (D, g, g) output
         self._trunk_bytes = 0
         if settings.freeze_trunk:
             self.model.backbone.vision_backbone.trunk.requires_grad_(False)
+        self.anchor = None
+        if settings.tracker_anchor > 0:
+            if settings.freeze_trunk:
+                raise InvalidInputError("--tracker-anchor holds the tracker neck while the trunk trains; with "
+                                        "--freeze-trunk the trunk does not train: drop one of the two")
+            self.anchor = TrackerNeckAnchor(self.model.backbone.vision_backbone, self.model.config.vision.used_levels)
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
@@ -253,7 +262,7 @@ class Trainer:
     def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         model = self.model
         device = next(model.parameters()).device
-        images = self._encode_images(batch, device)
+        images, trunk = self._encode(batch, device)
         features = images.select(batch.image_index)
         # not model.encode_text: its cache holds no-grad encodings
         text = model.backbone.language_backbone(batch.phrases, device=device)
@@ -290,33 +299,46 @@ class Trainer:
                     aligned = self._object_alignment_loss(self.train_set, batch.file_names, level, objects)
                     loss = loss + self.settings.alignment_weight * aligned
                     log["alignment"] = float(aligned.detach())
+        if self.anchor is not None:
+            held = self.anchor.loss(model.backbone.vision_backbone, trunk,
+                                    self._cached_trunk(self.anchor.trunk, batch, device))
+            loss = loss + self.settings.tracker_anchor * held
+            log["tracker_anchor"] = float(held.detach())
         log["loss"] = float(loss.detach())
         return loss, log
 
     def _encode_images(self, batch: Batch, device: torch.device) -> ImageFeatures:
-        """The batch's image features; with a frozen trunk, each image's trunk output is computed
-        once (no augmentation and no dropout in the ViT, so it never changes) and only the necks
-        run with gradients."""
-        model = self.model
-        pixels = batch.pixels.to(device).contiguous(memory_format=torch.channels_last)
-        if not self.settings.freeze_trunk:
-            return model.encode_image(pixels)
-        neck = model.backbone.vision_backbone
+        return self._encode(batch, device)[0]
+
+    def _encode(self, batch: Batch, device: torch.device) -> tuple[ImageFeatures, torch.Tensor]:
+        """The batch's detector features and trunk output. With a frozen trunk, each image's trunk
+        output is computed once (no augmentation and no dropout in the ViT, so it never changes)
+        and only the necks run with gradients."""
+        neck = self.model.backbone.vision_backbone
+        if self.settings.freeze_trunk:
+            trunk = self._cached_trunk(neck.trunk, batch, device)
+        else:
+            trunk = neck.trunk(batch.pixels.to(device).contiguous(memory_format=torch.channels_last))
+        fpn, fpn_pos = neck.detector_levels(trunk, self.model.config.vision.used_levels)
+        return ImageFeatures(fpn, fpn_pos), trunk
+
+    def _cached_trunk(self, trunk_module: torch.nn.Module, batch: Batch, device: torch.device) -> torch.Tensor:
+        """A trunk that never changes (the frozen one, or the anchor's copy of the starting one)
+        run on the batch's images, each image's output kept in memory within the budget."""
         missing = [i for i, name in enumerate(batch.file_names) if name not in self._trunk_maps]
         computed = {}
         if missing:
+            pixels = batch.pixels[missing].to(device).contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
-                maps = neck.trunk(pixels[missing])
+                maps = trunk_module(pixels)
             for i, trunk in zip(missing, maps):
                 computed[batch.file_names[i]] = trunk
                 # a full-size map is 21 MB: beyond the budget, later images are recomputed each time
                 if self._trunk_bytes + trunk.numel() * trunk.element_size() <= TRUNK_CACHE_BYTES:
                     self._trunk_maps[batch.file_names[i]] = trunk.cpu()
                     self._trunk_bytes += trunk.numel() * trunk.element_size()
-        trunk = torch.stack([computed[name] if name in computed else self._trunk_maps[name].to(device)
-                             for name in batch.file_names])
-        fpn, fpn_pos = neck.detector_levels(trunk, model.config.vision.used_levels)
-        return ImageFeatures(fpn, fpn_pos)
+        return torch.stack([computed[name] if name in computed else self._trunk_maps[name].to(device)
+                            for name in batch.file_names])
 
     def _detector_loss(self, batch: Batch, features, text):
         """The matching losses (and, with ``denoise``, the denoising queries' losses); returns
