@@ -385,6 +385,16 @@ def test_tracker_anchor_holds_the_tracker_neck_while_the_trunk_trains(data, tmp_
     assert drift_held < 0.3 * drift_free, (drift_held, drift_free)
     assert logs[-1]["loss"] < logs[0]["loss"]
 
+    # held where another file has it (the model the heads were trained with), not where --init has it
+    anchor_file = tmp_path / "heads_model.safetensors"
+    export_model(held_start, anchor_file)
+    torch.manual_seed(1)
+    other = Trainer(settings(tmp_path / "from", data, tracker_anchor=1.0, tracker_anchor_from=str(anchor_file)),
+                    model=build_model(with_neck))
+    for name, value in other.anchor.trunk.state_dict().items():
+        assert torch.equal(value, held_start.backbone.vision_backbone.trunk.state_dict()[name]), name
+    with pytest.raises(InvalidInputError, match="--tracker-anchor WEIGHT"):
+        Trainer(settings(tmp_path / "nowt", data, tracker_anchor_from=str(anchor_file)), model=build_model(with_neck))
     with pytest.raises(InvalidInputError, match="--freeze-trunk"):
         Trainer(settings(tmp_path / "both", data, freeze_trunk=True, tracker_anchor=1.0), model=build_model(with_neck))
     with pytest.raises(InvalidInputError, match="needs a model that has one"):

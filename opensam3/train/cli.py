@@ -60,6 +60,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                         help="fine-tuning the trunk of a model with a click / box head and video memory (the shipped "
                              "embedded one): weight of the loss that holds the tracker neck's output where --init "
                              "has it, so those heads stay valid (0 = off)")
+    parser.add_argument("--tracker-anchor-from", metavar="CHECKPOINT",
+                        help="with --tracker-anchor: hold the tracker neck's output where this file has it instead of "
+                             "--init (the model the heads were trained with, so successive fine-tunes do not drift)")
     parser.add_argument("--dac", action="store_true", default=None,
                         help="add SAM 3's one-to-many query copy (DAC) with one-to-many supervision")
     parser.add_argument("--denoise", action=argparse.BooleanOptionalAction, default=None,
@@ -128,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         pretrain_steps=args.pretrain_steps, eval_every=args.eval_every, eval_pairs=args.eval_pairs,
         save_every=args.save_every, log_every=args.log_every, time_limit=args.time_limit,
         save_dtype=args.save_dtype, seed=args.seed, freeze_trunk=args.freeze_trunk,
-        tracker_anchor=args.tracker_anchor, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus,
+        tracker_anchor=args.tracker_anchor, tracker_anchor_from=args.tracker_anchor_from, dac=args.dac, denoise=args.denoise, box_focus=args.box_focus,
         calibrate=args.calibrate, calibration=args.calibration, progress=False if args.no_progress else None,
         loss_weights=parse_loss_weights(args.loss_weight))
     if settings.data is None and args.config == "embedded":

@@ -82,6 +82,8 @@ class TrainSettings:
                                       # and video memory were trained on); its outputs are computed once per image
     tracker_anchor: float = 0.0       # fine-tuning the trunk of a model with a tracker neck: weight of the loss that
                                       # holds the tracker neck's output where --init had it (train/tracker_anchor.py)
+    tracker_anchor_from: str | None = None  # hold it where this file has it instead (the model the heads were
+                                            # trained with, so successive fine-tunes do not drift away from it)
     progress: bool = True
     loss_weights: LossWeights = field(default_factory=LossWeights)
 
@@ -205,11 +207,20 @@ class Trainer:
         if settings.freeze_trunk:
             self.model.backbone.vision_backbone.trunk.requires_grad_(False)
         self.anchor = None
+        if settings.tracker_anchor_from and not settings.tracker_anchor > 0:
+            raise InvalidInputError("--tracker-anchor-from names where to hold the tracker neck; give its weight "
+                                    "with --tracker-anchor WEIGHT (> 0)")
         if settings.tracker_anchor > 0:
             if settings.freeze_trunk:
                 raise InvalidInputError("--tracker-anchor holds the tracker neck while the trunk trains; with "
                                         "--freeze-trunk the trunk does not train: drop one of the two")
-            self.anchor = TrackerNeckAnchor(self.model.backbone.vision_backbone, self.model.config.vision.used_levels)
+            start = self.model
+            if settings.tracker_anchor_from:
+                start = load_init_model(settings.tracker_anchor_from, self.model.config)
+                if architecture_differences(start.config, self.model.config):
+                    raise InvalidInputError(f"--tracker-anchor-from {settings.tracker_anchor_from} is another model "
+                                            f"({', '.join(architecture_differences(start.config, self.model.config))} differ)")
+            self.anchor = TrackerNeckAnchor(start.backbone.vision_backbone, self.model.config.vision.used_levels)
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
