@@ -305,7 +305,7 @@ def test_frozen_trunk_keeps_the_trunk_and_reuses_its_outputs(data, tmp_path):
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     batch = run.next_batch()
     expected = run.model.encode_image(batch.pixels.contiguous(memory_format=torch.channels_last))
-    cached = run._encode_images(batch, torch.device("cpu"))
+    cached = run._encode(batch, torch.device("cpu"))[0]
     assert sorted(run._trunk_maps) == sorted(set(batch.file_names))
     for ours, theirs in zip(cached.fpn, expected.fpn):  # the same features as the full encoder gives
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
@@ -343,9 +343,9 @@ def test_frozen_trunk_cache_stays_within_its_budget(data, tmp_path, monkeypatch)
     batch = run.next_batch()
     one = run.model.backbone.vision_backbone.trunk(batch.pixels[:1]).numel() * 4
     monkeypatch.setattr(trainer_module, "TRUNK_CACHE_BYTES", one)   # room for one image's map
-    first = run._encode_images(batch, torch.device("cpu"))
+    first = run._encode(batch, torch.device("cpu"))[0]
     assert len(run._trunk_maps) == 1 and run._trunk_bytes == one
-    again = run._encode_images(batch, torch.device("cpu"))            # cached or recomputed: the same
+    again = run._encode(batch, torch.device("cpu"))[0]            # cached or recomputed: the same
     for a, b in zip(first.fpn, again.fpn):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 

@@ -32,14 +32,14 @@ class TrackerNeckAnchor:
         self.trunk = copy.deepcopy(neck.trunk).requires_grad_(False).eval()
         self.convs = copy.deepcopy(neck.sam2_convs).requires_grad_(False).eval()
 
-    @torch.no_grad()
-    def targets(self, starting_trunk_map: torch.Tensor) -> list[torch.Tensor]:
-        """The starting tracker neck's levels for the starting trunk's output."""
-        return [conv(starting_trunk_map) for conv in list(self.convs)[:self.levels]]
+    def _levels(self, convs: torch.nn.ModuleList, trunk_map: torch.Tensor) -> list[torch.Tensor]:
+        return [conv(trunk_map) for conv in list(convs)[:self.levels]]
 
     def loss(self, neck: DualFPNNeck, trunk_map: torch.Tensor, starting_trunk_map: torch.Tensor) -> torch.Tensor:
-        """How far the trained tracker neck, on the trained trunk's output, is from the start."""
-        levels, _ = neck.tracker_levels(trunk_map, self.levels)
+        """How far the trained tracker neck, on the trained trunk's output, is from the starting
+        tracker neck on the starting trunk's output."""
+        with torch.no_grad():
+            targets = self._levels(self.convs, starting_trunk_map)
         terms = [F.mse_loss(level, target) / target.pow(2).mean().clamp_min(1e-12)
-                 for level, target in zip(levels, self.targets(starting_trunk_map))]
+                 for level, target in zip(self._levels(neck.sam2_convs, trunk_map), targets)]
         return torch.stack(terms).mean()

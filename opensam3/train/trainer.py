@@ -214,12 +214,9 @@ class Trainer:
             if settings.freeze_trunk:
                 raise InvalidInputError("--tracker-anchor holds the tracker neck while the trunk trains; with "
                                         "--freeze-trunk the trunk does not train: drop one of the two")
-            start = self.model
-            if settings.tracker_anchor_from:
-                start = load_init_model(settings.tracker_anchor_from, self.model.config)
-                if architecture_differences(start.config, self.model.config):
-                    raise InvalidInputError(f"--tracker-anchor-from {settings.tracker_anchor_from} is another model "
-                                            f"({', '.join(architecture_differences(start.config, self.model.config))} differ)")
+            # load_init_model refuses a file of another architecture; the anchor, one without a tracker neck
+            start = load_init_model(settings.tracker_anchor_from, self.model.config) \
+                if settings.tracker_anchor_from else self.model
             self.anchor = TrackerNeckAnchor(start.backbone.vision_backbone, self.model.config.vision.used_levels)
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
@@ -317,9 +314,6 @@ class Trainer:
             log["tracker_anchor"] = float(held.detach())
         log["loss"] = float(loss.detach())
         return loss, log
-
-    def _encode_images(self, batch: Batch, device: torch.device) -> ImageFeatures:
-        return self._encode(batch, device)[0]
 
     def _encode(self, batch: Batch, device: torch.device) -> tuple[ImageFeatures, torch.Tensor]:
         """The batch's detector features and trunk output. With a frozen trunk, each image's trunk
