@@ -194,7 +194,9 @@ def test_track_command(tmp_path, tiny_video_checkpoint, frames):
             writer.write(frame)
     out = tmp_path / "out"
     args = _track_args(str(clip), "--text", TEXT, "--point", "60,110", "--frame", "1", "--obj-id", "7",
-                       "--checkpoint", str(tiny_video_checkpoint), "--out", str(out), "--quiet")
+                       "--checkpoint", str(tiny_video_checkpoint), "--out", str(out), "--quiet", "--reidentify")
+    assert args.reidentify is True and _track_args(str(clip), "--text", TEXT).reidentify is None
+    assert _track_args(str(clip), "--text", TEXT, "--no-reidentify").reidentify is False
     assert args.func is run_track and run_track(args) == 0
     records = [json.loads((out / "frames" / f"{t:05d}.json").read_text()) for t in range(3)]
     assert [r["frame_index"] for r in records] == [0, 1, 2]

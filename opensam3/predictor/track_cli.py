@@ -13,6 +13,7 @@ ways from its frame.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -34,6 +35,10 @@ def add_track_parser(subparsers) -> argparse.ArgumentParser:
                        help="frame of the clicks: once for all, or once per --point (default 0)")
     track.add_argument("--obj-id", action="append", type=int, metavar="K",
                        help="object the clicks add or refine: once for all, or once per --point (default 1000)")
+    track.add_argument("--reidentify", action=argparse.BooleanOptionalAction, default=None,
+                       help="re-activate a lost object's id when a detection turns up where its motion puts it "
+                            "(default: as the model's config says; on for the embedded model, off for official "
+                            "weights, as the official code)")
     track.add_argument("--out", default="opensam3_track", help="output directory (default opensam3_track)")
     track.add_argument("--no-video", action="store_true", help="skip the overlay MP4")
     track.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -99,21 +104,27 @@ def run_track(args) -> int:
         if args.text:
             from .video_build import load_multiplex_tracker
             from .video_concept_multiplex31 import ConceptMultiplex31Predictor
+            from .video_concept_rules import ConceptVideoConfig
 
             tracker = load_multiplex_tracker(args.checkpoint, config=args.config, device=args.device, dtype=dtype)
-            results = _track_with_session(args, ConceptMultiplex31Predictor(tracker), source, groups, width, height,
-                                          num_frames)
+            config = ConceptVideoConfig(reidentify_lost=bool(args.reidentify))
+            results = _track_with_session(args, ConceptMultiplex31Predictor(tracker, config=config), source, groups,
+                                          width, height, num_frames)
         else:
             results = _track_clicks_multiplex31(args, video, groups, dtype)
     else:
         from .video_concept_prompts import ConceptVideoPredictor
+        from .video_session import concept_video_config
 
         sam = load(args.checkpoint, config=args.config, device=args.device, dtype=dtype, tracker_dtype=torch.float32)
         if sam.memory is None:
             raise InvalidInputError("this checkpoint has no tracker weights, so it cannot track objects in video; use "
                                     "the official sam3.pt")
-        results = _track_with_session(args, ConceptVideoPredictor(sam.video_tracker()), source, groups, width, height,
-                                      num_frames)
+        config = concept_video_config(sam.model.config)
+        if args.reidentify is not None:
+            config = dataclasses.replace(config, reidentify_lost=args.reidentify)
+        results = _track_with_session(args, ConceptVideoPredictor(sam.video_tracker(), config=config), source, groups,
+                                      width, height, num_frames)
     _write_outputs(args, source, video, results)
     return 0
 

@@ -3,7 +3,8 @@ instance on each frame with the detector; masklets are propagated with the track
 detections are associated to masklets by mask IoU, new masklets start from unmatched confident
 detections, young masklets that stay unmatched or duplicate an older one are removed (hot-start),
 masklets are re-conditioned on matching detections periodically, and clicks can add or refine
-objects on any frame.
+objects on any frame. Optionally (off in the official configs) a lost masklet is re-activated by
+a detection where its motion puts it (video_concept_reid.py).
 
 This is the official ``Sam3VideoInferenceWithInstanceInteractivity`` (single process) on our
 modules: one ViT pass per frame feeds both the detector and the tracker (the tracker's neck
@@ -29,7 +30,9 @@ from ..model.tracker.multiplex import encode_in_buckets
 from ..model.tracker.tracking import FrameFeatures
 from ..ops.masks import nms_keep
 from .image import VISUAL_ONLY_PHRASE
+from .video_concept_reid import match_lost, record_motion
 from .video_concept_rules import (
+    NO_OBJ_LOGIT,
     ConceptVideoConfig,
     TrackMetadata,
     associate,
@@ -231,6 +234,30 @@ class ConceptVideoTracker:
             for ts in touched:
                 self.tracker._preflight(ts)
 
+    def _lost_found(self, meta: TrackMetadata, frame_idx: int, det: Detections, assoc) -> dict[int, int]:
+        """Lost masklet id -> the detection that re-activates it (video_concept_reid.py)."""
+        cfg = self.config
+        if not len(assoc.empty_trk) or not len(det.scores):
+            return {}
+        candidates = [d for d in range(len(det.scores))
+                      if not len(assoc.det_to_trk.get(d, ())) and det.scores[d] >= cfg.reid_min_score]
+        return match_lost(meta.motion, frame_idx, assoc.empty_trk, det.masks, candidates, cfg.reid_gate,
+                          cfg.reid_max_gap)
+
+    def _reactivate(self, state, frame_idx: int, det: Detections, found: dict, prev_ids, low_res: torch.Tensor,
+                    obj_scores: torch.Tensor) -> None:
+        """Each re-found masklet takes its detection's mask as a new mask input on this frame (as
+        re-conditioning does), and as this frame's mask and score (in place)."""
+        rows = [int(np.nonzero(prev_ids == obj_id)[0].item()) for obj_id in found]
+        confident = obj_scores.clone()
+        confident[rows] = -NO_OBJ_LOGIT  # _recondition only takes masklets it is confident about
+        self._recondition(state, frame_idx, det, found, prev_ids, confident)
+        masks = det.masks[torch.as_tensor(list(found.values()))][:, None]
+        masks = fill_holes_in_mask_scores(masks, self.config.fill_hole_area)
+        low_res[rows] = F.interpolate(masks, size=low_res.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        scores = torch.as_tensor(det.scores[list(found.values())], dtype=torch.float32)
+        obj_scores[rows] = torch.logit(scores.clamp(1e-3, 1 - 1e-3)).to(obj_scores.dtype)
+
     def _add_objects(self, state, frame_idx: int, obj_ids, masks: torch.Tensor) -> None:
         ts = self._new_tracker_state(state)
         for obj_id, mask in zip(obj_ids, self._mask_input(masks)):
@@ -263,6 +290,9 @@ class ConceptVideoTracker:
         _, low_res, obj_scores = self._propagate_states(state, state.tracker_states, frame_idx, reverse, False)
         assoc = associate(det.masks, det.scores, low_res, prev_ids, cfg)
         new_det = assoc.new_det
+        reactivated = self._lost_found(meta, frame_idx, det, assoc) if cfg.reidentify_lost else {}
+        if reactivated:
+            new_det = new_det[~np.isin(new_det, list(reactivated.values()))]
         room = cfg.max_num_objects - len(prev_ids)
         dropped = max(0, len(new_det) - room)
         if dropped:
@@ -272,6 +302,8 @@ class ConceptVideoTracker:
         if (cfg.recondition_every_nth_frame > 0 and frame_idx % cfg.recondition_every_nth_frame == 0
                 and assoc.trk_to_det):
             self._recondition(state, frame_idx, det, assoc.trk_to_det, prev_ids, obj_scores)
+        if reactivated:
+            self._reactivate(state, frame_idx, det, reactivated, prev_ids, low_res, obj_scores)
         last_occluded = {}
         if low_res.shape[0] > 0:
             if cfg.occlusion_suppress_iou > 0:
@@ -297,6 +329,11 @@ class ConceptVideoTracker:
             self._add_objects(state, frame_idx, new_ids, det.masks[torch.as_tensor(new_det)])
         for obj_id in removed_now:
             self._remove_from_trackers(state, int(obj_id))
+        if cfg.reidentify_lost:
+            confirmed = ~np.isin(prev_ids, assoc.unmatched_trk) & ~np.isin(prev_ids, assoc.empty_trk)
+            confirmed[np.isin(prev_ids, list(reactivated))] = True
+            record_motion(meta.motion, frame_idx, prev_ids, low_res, confirmed)
+            record_motion(meta.motion, frame_idx, new_ids, det.masks[torch.as_tensor(new_det, dtype=torch.long)])
         # outputs: propagated masklets (after suppression), then the new detections hole-filled
         obj_id_to_mask = {}
         if len(prev_ids):

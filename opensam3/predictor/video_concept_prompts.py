@@ -172,6 +172,7 @@ class ConceptVideoPredictor(ConceptVideoTracker):
             state.action_history.append({"type": "remove", "frame_idx": None, "obj_ids": [obj_id]})
         meta.obj_ids = meta.obj_ids[meta.obj_ids != obj_id]
         meta.obj_id_to_score.pop(obj_id, None)
+        meta.motion.pop(obj_id, None)  # a later object under this id starts a motion record of its own
         for frame_cache in state.cached_outputs.values():
             frame_cache.pop(obj_id, None)
 

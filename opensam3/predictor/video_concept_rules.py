@@ -45,6 +45,14 @@ class ConceptVideoConfig:
     recondition_every_nth_frame: int = 16
     max_num_objects: int = 10000  # official "no limit"
     refinement_cond_frame_window: int = 16  # refinement_detector_cond_frame_removal_window
+    # opensam3 extension (video_concept_reid.py), off as in the official code: a detection that
+    # overlaps no masklet, scores at least reid_min_score and lands within reid_gate object sizes
+    # of where a lost (empty) masklet's motion puts it, at most reid_max_gap frames after it was
+    # last fully seen, re-activates that masklet instead of starting a new id.
+    reidentify_lost: bool = False
+    reid_min_score: float = 0.5
+    reid_gate: float = 2.0
+    reid_max_gap: int = 30
 
     @classmethod
     def without_heuristics(cls) -> ConceptVideoConfig:
@@ -67,6 +75,7 @@ class TrackMetadata:
     overlap_pairs: defaultdict = field(default_factory=lambda: defaultdict(list))
     removed: set = field(default_factory=set)
     suppressed: defaultdict = field(default_factory=lambda: defaultdict(set))  # frame -> obj ids
+    motion: dict = field(default_factory=dict)  # obj -> recent observations (reidentify_lost only)
 
 
 def joint_logits(logits: torch.Tensor, presence_logits: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ naming the problem (the official raises RuntimeError / AssertionError).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import uuid
@@ -158,8 +159,17 @@ class Sam3VideoPredictor:
 
 
 def build_concept_video_model(sam, config: ConceptVideoConfig | None = None, **tracker_options) -> ConceptVideoPredictor:
-    """The concept video model on a loaded :class:`~opensam3.Sam3` (detector + tracker weights)."""
+    """The concept video model on a loaded :class:`~opensam3.Sam3` (detector + tracker weights);
+    by default the official rules, with re-identification as the model's config says."""
+    config = config or concept_video_config(sam.model.config)
     return ConceptVideoPredictor(sam.video_tracker(**tracker_options), config=config)
+
+
+def concept_video_config(model_config, apply_temporal_disambiguation: bool = True) -> ConceptVideoConfig:
+    """The official rules (or their ablation without the temporal heuristics), plus the model
+    config's opensam3 extensions."""
+    config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
+    return dataclasses.replace(config, reidentify_lost=model_config.video_reidentify)
 
 
 def build_sam3_video_predictor(checkpoint_path: str | os.PathLike | None = None, device: torch.device | str = "cpu",
@@ -179,7 +189,7 @@ def build_sam3_video_predictor(checkpoint_path: str | os.PathLike | None = None,
         return build_sam3_multiplex_video_predictor(checkpoint_path, device=device, dtype=dtype,
                                                     apply_temporal_disambiguation=apply_temporal_disambiguation)
     sam = load(checkpoint_path, device=device, dtype=dtype, tracker_dtype=torch.float32)
-    config = ConceptVideoConfig() if apply_temporal_disambiguation else ConceptVideoConfig.without_heuristics()
+    config = concept_video_config(sam.model.config, apply_temporal_disambiguation)
     return Sam3VideoPredictor(build_concept_video_model(sam, config, multiplex=multiplex, bucket_size=bucket_size))
 
 
