@@ -91,7 +91,8 @@ def match_lost(motion: dict, frame_idx: int, lost_ids, det_masks: torch.Tensor, 
     """Lost masklet id -> detection index, for detections (``candidates``, indices into
     ``det_masks``) whose centre lies within ``gate`` object sizes (plus half the distance the
     object moves over the gap) of a lost masklet's predicted centre, last fully seen at most
-    ``max_gap`` frames ago. Closest pairs first; each masklet and detection used once."""
+    ``max_gap`` frames ago. Closest pairs (relative to their gate) first; each masklet and
+    detection used once."""
     if len(candidates) == 0:
         return {}
     seen = observe(det_masks[torch.as_tensor(list(candidates), dtype=torch.long)])
@@ -108,8 +109,8 @@ def match_lost(motion: dict, frame_idx: int, lost_ids, det_masks: torch.Tensor, 
             if det is None:
                 continue
             distance = float(np.linalg.norm(det.center - center))
-            if distance <= radius:
-                pairs.append((distance, int(obj_id), int(det_idx)))
+            if distance <= radius:  # ranked by distance in gate units: a fast mover's prediction is looser
+                pairs.append((distance / radius, int(obj_id), int(det_idx)))
     chosen: dict[int, int] = {}
     used: set = set()
     for _, obj_id, det_idx in sorted(pairs):
