@@ -208,8 +208,8 @@ EMBEDDED = Sam3Config(
     # held-out pairs (2026-11-30, the T3 model) re-drawing each detection's mask from its box
     # (zoom on) took pmF1 0.541 -> 0.613 and cgF1 25.73 -> 29.17 (0.584 / 27.79 without zoom).
     refine_masks=True,
-    # Measured on 20 held-out clips (seed 21, 120 video-phrase pairs; 2026-12-01, the D18/D19
-    # average): video cgF1 16.9 -> 18.7, pHOTA 50.2 -> 50.5 (AssA 0.734 -> 0.742), mAP 0.300 -> 0.319.
+    # Measured on 20 held-out clips (seed 21, 120 video-phrase pairs; 2026-12-02, the D18/D19
+    # average): video cgF1 16.9 -> 18.8, pHOTA 50.2 -> 50.6 (AssA 0.734 -> 0.743), mAP 0.300 -> 0.319.
     video_reidentify=True,
 )
 
