@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,9 @@ TRANSFORMERS_PACKAGES = ["torch==2.13.0", "transformers==5.23.0"]  # torch first
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    from peak_memory import peak_rss_gb  # this folder; see there why not ru_maxrss
+
+    return peak_rss_gb()
 
 
 def seeded_checkpoint(cache_dir: Path) -> Path:

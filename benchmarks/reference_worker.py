@@ -2,7 +2,7 @@
 the same seeded checkpoint and image as bench_image.py. Prints one JSON line."""
 import cpu_redirect  # noqa: F401  (the reference shim: must be the first import)
 import json
-import resource
+from peak_memory import peak_rss_gb  # the benchmarks folder: this script's own
 import statistics
 import sys
 import time
@@ -39,7 +39,7 @@ def main():
             prompt.append(time.perf_counter() - t)
     print(json.dumps({"system": "official sam3 fp32", "load_s": load_s, "set_image_s": statistics.median(encode),
                       "prompt_s": statistics.median(prompt),
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}))
+                      "peak_rss_gb": peak_rss_gb()}))
 
 
 if __name__ == "__main__":
