@@ -334,6 +334,8 @@ class ConceptVideoTracker:
             confirmed[np.isin(prev_ids, list(reactivated))] = True
             record_motion(meta.motion, frame_idx, prev_ids, low_res, confirmed)
             record_motion(meta.motion, frame_idx, new_ids, det.masks[torch.as_tensor(new_det, dtype=torch.long)])
+            for obj_id in removed_now:  # a removed masklet is never lost, so its record would only pile up
+                meta.motion.pop(int(obj_id), None)
         # outputs: propagated masklets (after suppression), then the new detections hole-filled
         obj_id_to_mask = {}
         if len(prev_ids):
