@@ -22,16 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from peak_memory import peak_rss_gb  # this folder (the script's own); see there why not ru_maxrss
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PHRASES = ["a person in a red shirt", "a dog", "the white car on the left", "a tree"]
 TRANSFORMERS_PACKAGES = ["torch==2.13.0", "transformers==5.23.0"]  # torch first: the local CPU build
-
-
-def _peak_rss_gb() -> float:
-    from peak_memory import peak_rss_gb  # this folder; see there why not ru_maxrss
-
-    return peak_rss_gb()
 
 
 def seeded_checkpoint(cache_dir: Path) -> Path:
@@ -91,7 +87,7 @@ def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
         start = time.perf_counter()
         sam.segment(state, text=phrase)
         prompt.append(time.perf_counter() - start)
-    peak_rss = _peak_rss_gb()  # before the floor measurements below add their own buffers
+    peak_rss = peak_rss_gb()  # before the floor measurements below add their own buffers
     attention = fusion_attention_floor(sam.model, dtype, repeats)
     other_flops = prompt_flops_without_attention(sam, state, "a blue bus")
     rate = gemm_rate(sam.model, dtype, repeats)

@@ -22,8 +22,5 @@ def test_a_worker_started_by_a_large_parent_reports_its_own_peak():
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True).stdout.split()
-    own, inherited = float(out[0]), float(out[1])
-    assert own < 0.2, f"the child's own peak should be a bare interpreter's, got {own:.3f} GB"
-    if inherited >= 0.39:  # this kernel carries the parent's peak across exec: the bug the helper avoids
-        assert own < inherited
-    del ballast
+    own, inherited = float(out[0]), float(out[1])  # inherited: ru_maxrss, 0.40 GB on this project's kernel
+    assert own < 0.2, f"the child's own peak should be a bare interpreter's, got {own:.3f} GB (ru_maxrss {inherited:.3f})"
