@@ -399,3 +399,32 @@ def test_tracker_anchor_holds_the_tracker_neck_while_the_trunk_trains(data, tmp_
         Trainer(settings(tmp_path / "both", data, freeze_trunk=True, tracker_anchor=1.0), model=build_model(with_neck))
     with pytest.raises(InvalidInputError, match="needs a model that has one"):
         Trainer(settings(tmp_path / "none", data, tracker_anchor=1.0), model=build_model(MICRO))
+
+
+def test_a_fine_tune_that_keeps_the_tracker_neck_exports_the_inits_tracker_heads(data, tmp_path):
+    """With the trunk frozen or the tracker neck held, --init's click / box head is still valid:
+    the export carries it unchanged (in the export's dtype), so the result is a complete model.
+    A fine-tune that lets the trunk drift freely exports the detector alone."""
+    from opensam3.model.tracker.config import TrackerHeadsConfig
+    from opensam3.model.tracker.heads import TrackerHeads
+    from opensam3.train.trainer import load_init_model
+
+    with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True))
+    torch.manual_seed(0)
+    tracker = TrackerHeads(TrackerHeadsConfig.from_model_config(with_neck))
+    combined = tmp_path / "combined.safetensors"
+    export_model(build_model(with_neck), combined, tracker=[tracker])
+    heads, parameters = tracker.state_dict(), {key for key, _ in tracker.named_parameters()}
+    for name, flags in (("frozen", dict(freeze_trunk=True)), ("held", dict(tracker_anchor=1.0)),
+                        ("free", {})):
+        run = Trainer(settings(tmp_path / name, data, init=str(combined), steps=2, save_dtype="float16", **flags),
+                      model=load_init_model(combined, MICRO))
+        run.run()
+        saved = opensam3.load(run.out / MODEL_FILE)
+        if name == "free":
+            assert saved.tracker is None
+            continue
+        assert saved.tracker is not None and saved.model.config.vision.tracker_neck
+        for key, value in saved.tracker.state_dict().items():
+            expected = heads[key].half().float() if key in parameters else heads[key]  # buffers keep their dtype
+            assert torch.equal(value, expected), (name, key)

@@ -55,11 +55,12 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--seed", type=int)
     parser.add_argument("--freeze-trunk", action="store_true", default=None,
                         help="fine-tuning: keep the ViT trunk as --init has it (its click / box head and video memory "
-                             "stay valid) and compute each image's trunk output once")
+                             "stay valid, and the exported model carries them) and compute each image's trunk "
+                             "output once")
     parser.add_argument("--tracker-anchor", type=float, metavar="WEIGHT",
                         help="fine-tuning the trunk of a model with a click / box head and video memory (the shipped "
                              "embedded one): weight of the loss that holds the tracker neck's output where --init "
-                             "has it, so those heads stay valid (0 = off)")
+                             "has it, so those heads stay valid and the exported model carries them (0 = off)")
     parser.add_argument("--tracker-anchor-from", metavar="CHECKPOINT",
                         help="with --tracker-anchor: hold the tracker neck's output where this file has it instead of "
                              "--init (the model the heads were trained with, so successive fine-tunes do not drift)")

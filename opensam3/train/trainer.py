@@ -17,8 +17,10 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from torch import nn
 
 from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
 from opensam3.checkpoint import save_checkpoint
@@ -124,14 +126,24 @@ def settings_for(config: str, **overrides) -> TrainSettings:
     return TrainSettings(config=config, **{**recipe, **given}, loss_weights=LossWeights(**weights))
 
 
-def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.float32) -> None:
-    """Write weights + config (safetensors) so ``opensam3.load(path)`` rebuilds the model.
+def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.float32,
+                 tracker: Sequence[nn.Module] = ()) -> None:
+    """Write weights + config (safetensors) so ``opensam3.load(path)`` rebuilds the model, with
+    ``tracker`` (click / box head, video memory) as its ``tracker.*`` weights.
     Only parameters are cast: buffers (coordinate tables) stay in their own precision."""
     if dtype != torch.float32:
-        model = copy.deepcopy(model)
-        for param in model.parameters():
-            param.data = param.data.to(dtype)
-    save_checkpoint(model, path, metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
+        model, tracker = copy.deepcopy(model), [copy.deepcopy(part) for part in tracker]
+        for part in (model, *tracker):
+            for param in part.parameters():
+                param.data = param.data.to(dtype)
+    save_checkpoint(model, path, tracker=list(tracker),
+                    metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
+
+
+def load_init_tracker(path: str) -> list[nn.Module]:
+    """The click / box head and video memory ``path`` carries (none for a detector-only file)."""
+    sam = load(path)
+    return [part for part in (sam.tracker, sam.memory) if part is not None]
 
 
 def load_init_model(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3ImageModel:
@@ -218,6 +230,11 @@ class Trainer:
             start = load_init_model(settings.tracker_anchor_from, self.model.config) \
                 if settings.tracker_anchor_from else self.model
             self.anchor = TrackerNeckAnchor(start.backbone.vision_backbone, self.model.config.vision.used_levels)
+        # --init's click / box head and video memory read the trunk through the tracker neck, whose
+        # output stays as it was (frozen trunk) or is held near where those heads were trained
+        # (anchor): they stay valid, so the export carries them, untrained, as a complete model.
+        self.carried_tracker = load_init_tracker(settings.init) \
+            if settings.init and (settings.freeze_trunk or settings.tracker_anchor > 0) else []
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
@@ -553,7 +570,7 @@ class Trainer:
 
     def _export(self) -> None:
         dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.settings.save_dtype]
-        export_model(self.model, self.out / MODEL_FILE, dtype)
+        export_model(self.model, self.out / MODEL_FILE, dtype, tracker=self.carried_tracker)
 
     def load_state(self, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
