@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .errors import InvalidInputError, OpenSam3Error
+from .eval.errors import EvalInputError
 
 
 def _parse_tagged_numbers(flag: str, spec: str, count: int, what: str) -> tuple[list[float], bool]:
@@ -217,6 +218,42 @@ def _convert(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    import os
+    import tempfile
+
+    import torch
+
+    from .api import load
+    from .checkpoint import convert_checkpoint
+    from .train.calibrate import DEFAULT_QUERY_OFFSETS, calibrate_presence
+    from .train.data import find_images_dir
+
+    source, target, gt = Path(args.checkpoint), Path(args.out), Path(args.gt)
+    if target.suffix != ".safetensors":
+        raise InvalidInputError(f"the calibrated model is written as safetensors: --out must end in .safetensors, "
+                                f"got {target}")
+    if source.exists() and target.exists() and source.resolve() == target.resolve():
+        raise InvalidInputError(f"--out {target} is the checkpoint being calibrated; write to another file, so the "
+                                "original stays as it was")
+    sam = load(args.checkpoint)
+    images = Path(args.images) if args.images else find_images_dir(gt)
+    result = calibrate_presence(sam.model, gt, images, query_offsets=DEFAULT_QUERY_OFFSETS)
+    metrics = result.metrics
+    print(f"presence offset {result.offset:+.2f}, query-logit offset {result.query_offset:+.2f}: cgF1 "
+          f"{100 * metrics['cgF1']:.2f}, IL_MCC {metrics['IL_MCC']:.3f}, pmF1 {metrics['pmF1']:.3f} on {gt}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        written = Path(scratch) / "float32.safetensors"
+        sam.save(written)
+        if args.dtype:
+            convert_checkpoint(written, target, getattr(torch, args.dtype))
+        else:
+            os.replace(written, target)
+    print(f"wrote {target}" + (f" ({args.dtype})" if args.dtype else ""))
+    return 0
+
+
 def _average(args) -> int:
     import torch
 
@@ -283,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="store floating tensors in this dtype (default: the first file's)")
     average.set_defaults(func=_average)
 
+    calibrate = sub.add_parser("calibrate", help="fit the score offsets that make the 0.5 threshold fit a model",
+                               description="Fit the presence and query-logit offsets (train/calibrate.py) that give "
+                                           "the best cgF1 on a calibration split (SA-Co image ground truth that "
+                                           "is neither training nor evaluation data) and write the model with "
+                                           "them; e.g. after averaging fine-tunes.")
+    calibrate.add_argument("checkpoint", metavar="CHECKPOINT")
+    calibrate.add_argument("--gt", required=True, metavar="CALIB.json", help="the calibration split's ground truth")
+    calibrate.add_argument("--images", metavar="DIR", help="its images (default: images/ next to the JSON)")
+    calibrate.add_argument("--out", required=True, metavar="OUT.safetensors")
+    calibrate.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                           help="store floating tensors in this dtype (default float32)")
+    calibrate.set_defaults(func=_calibrate)
+
     from .eval import cli as eval_cli
     from .predictor.track_cli import add_track_parser
     from .synth import cli as synth_cli
@@ -306,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except OpenSam3Error as exc:
+    except (OpenSam3Error, EvalInputError) as exc:  # bad input: the message says what to fix
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
