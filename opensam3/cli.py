@@ -236,6 +236,8 @@ def _calibrate(args) -> int:
     if source.exists() and target.exists() and source.resolve() == target.resolve():
         raise InvalidInputError(f"--out {target} is the checkpoint being calibrated; write to another file, so the "
                                 "original stays as it was")
+    if not gt.is_file():  # before the model is read
+        raise InvalidInputError(f"calibration ground truth not found: {gt} (check --gt)")
     sam = load(args.checkpoint)
     images = Path(args.images) if args.images else find_images_dir(gt)
     result = calibrate_presence(sam.model, gt, images, query_offsets=DEFAULT_QUERY_OFFSETS)
