@@ -302,7 +302,13 @@ def _write_safetensors(state: Mapping[str, torch.Tensor], target: Path, metadata
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
+    # safetensors writes owner-only files (0600); give ours the mode any new file gets here (umask)
+    tmp.unlink(missing_ok=True)  # a stale one would keep its own mode
+    handle = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o666)
+    mode = os.fstat(handle).st_mode & 0o777
+    os.close(handle)
     save_file(dict(state), str(tmp), metadata=metadata)
+    os.chmod(tmp, mode)
     os.replace(tmp, target)  # never leave a half-written file under the final name
 
 

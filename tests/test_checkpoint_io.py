@@ -216,3 +216,22 @@ def test_average_refuses_files_of_different_models(tiny_sam, tmp_path, capsys):
     assert cli_main(["average", a, a, "--out", a]) == 2  # would overwrite an input
     assert "one of the checkpoints being averaged" in capsys.readouterr().err
     assert (tmp_path / "a.safetensors").read_bytes() == before and not out.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX file modes")
+def test_written_checkpoints_get_the_usual_file_mode(tiny_sam, tmp_path):
+    """safetensors alone writes owner-only files; ours follow the umask like any new file, so a
+    model written to a shared folder is readable there."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        tiny_sam.save(tmp_path / "shared.safetensors")
+        os.umask(0o077)
+        tiny_sam.save(tmp_path / "private.safetensors")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.safetensors").stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.tmp"))
+    assert opensam3.load(tmp_path / "shared.safetensors").model.config.name == "tiny"
