@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from .errors import InvalidInputError, OpenSam3Error
-from .eval.errors import EvalInputError
 
 
 def _parse_tagged_numbers(flag: str, spec: str, count: int, what: str) -> tuple[list[float], bool]:
@@ -358,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (OpenSam3Error, EvalInputError) as exc:  # bad input: the message says what to fix
+    except OpenSam3Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -60,3 +60,8 @@ def test_calibrate_refuses_to_overwrite_its_input_and_names_a_missing_split(cali
     assert cli_main(["calibrate", str(source), "--gt", str(missing), "--out", str(tmp_path / "o.safetensors")]) == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "o.safetensors").exists()
+    # the evaluator's own input errors reach the user as one line too
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert cli_main(["calibrate", str(source), "--gt", str(broken), "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "broken.json" in capsys.readouterr().err and not (tmp_path / "o.safetensors").exists()
