@@ -428,3 +428,58 @@ def test_a_fine_tune_that_keeps_the_tracker_neck_exports_the_inits_tracker_heads
         for key, value in saved.tracker.state_dict().items():
             expected = heads[key].half().float() if key in parameters else heads[key]  # buffers keep their dtype
             assert torch.equal(value, expected), (name, key)
+
+
+def test_a_fine_tune_given_the_inits_tracker_parts_reads_init_once(data, tmp_path, monkeypatch):
+    """`opensam3 train --init` reads the file once (a full-size sam3.pt is 3.4 GB): load_init gives
+    the image model and the tracker parts together, and a Trainer handed both does not read
+    --init again, yet exports the same complete model."""
+    from opensam3.model.tracker.config import TrackerHeadsConfig
+    from opensam3.model.tracker.heads import TrackerHeads
+    from opensam3.train import trainer as trainer_module
+
+    with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True))
+    torch.manual_seed(0)
+    tracker = TrackerHeads(TrackerHeadsConfig.from_model_config(with_neck))
+    combined = tmp_path / "combined.safetensors"
+    export_model(build_model(with_neck), combined, tracker=[tracker])
+    init = trainer_module.load_init(str(combined), MICRO)
+    assert init.model.config.vision.tracker_neck and init.tracker is not None
+    parts = trainer_module.tracker_parts(init)
+    assert parts == [init.tracker]  # no video memory in this file
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("--init read a second time")
+
+    monkeypatch.setattr(trainer_module, "load", no_second_read)
+    run = Trainer(settings(tmp_path / "once", data, init=str(combined), steps=2, tracker_anchor=1.0),
+                  model=init.model, init_tracker=parts)
+    run.run()
+    monkeypatch.undo()
+    saved = opensam3.load(run.out / MODEL_FILE)
+    assert saved.tracker is not None
+    for key, value in saved.tracker.state_dict().items():
+        assert torch.equal(value, tracker.state_dict()[key]), key
+
+
+def test_train_cli_reads_init_once_and_exports_a_complete_model(data, tmp_path, monkeypatch):
+    """`opensam3 train --config embedded --init SHIPPED --freeze-trunk`: one read of --init, and the
+    exported file is the shipped model's kind (detector plus click / box head and video memory)."""
+    import argparse
+
+    from opensam3.api import embedded_weights
+    from opensam3.train import trainer as trainer_module
+    from opensam3.train.cli import add_train_parser
+
+    reads = []
+    real_load = trainer_module.load
+    monkeypatch.setattr(trainer_module, "load", lambda path, *a, **k: reads.append(str(path)) or real_load(path, *a, **k))
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--config", "embedded", "--init", str(embedded_weights()), "--freeze-trunk",
+                              "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--pretrain-steps",
+                              "0", "--eval-every", "0", "--no-calibrate", "--no-progress", "--threads", "1"])
+    assert args.func(args) == 0
+    assert reads == [str(embedded_weights())]
+    saved = opensam3.load(tmp_path / "run" / MODEL_FILE)
+    assert saved.tracker is not None and saved.memory is not None

@@ -114,7 +114,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from opensam3.api import build_model
     from opensam3.config import get_config
-    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, load_init_model, settings_for
+    from opensam3.train.trainer import (Trainer, _resolve_calibration, _resolve_data, load_init, settings_for,
+                                        tracker_parts)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,13 +146,17 @@ def run_train(args: argparse.Namespace) -> int:
     _resolve_data(settings)  # fail on bad --data / --val / --calibration before building a model
     _resolve_calibration(settings)
     torch.manual_seed(settings.seed)
-    model = load_init_model(settings.init, config, device=args.device) if settings.init else \
-        build_model(config, device=args.device)
+    init_tracker = None
+    if settings.init:  # read once: the image model to train and the tracker parts an export may carry
+        init = load_init(settings.init, config, device=args.device)
+        model, init_tracker = init.model, tracker_parts(init)
+    else:
+        model = build_model(config, device=args.device)
     if args.official_init and not settings.init:
         from opensam3.train.init import init_from_scratch
 
         init_from_scratch(model)
-    trainer = Trainer(settings, model=model)
+    trainer = Trainer(settings, model=model, init_tracker=init_tracker)
     metrics = trainer.run()
     print(json.dumps({"step": trainer.step, "out": str(trainer.out), **metrics}))
     return 0

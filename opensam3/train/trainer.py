@@ -140,14 +140,14 @@ def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.f
                     metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
 
 
-def load_init_tracker(path: str) -> list[nn.Module]:
-    """The click / box head and video memory ``path`` carries (none for a detector-only file)."""
-    sam = load(path)
+def tracker_parts(sam: Sam3) -> list[nn.Module]:
+    """The click / box head and video memory a loaded model carries (none for a detector-only file)."""
     return [part for part in (sam.tracker, sam.memory) if part is not None]
 
 
-def load_init_model(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3ImageModel:
-    """The image model to fine-tune from ``path``. A file that records its own config of the same
+def load_init(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3:
+    """The model to fine-tune from ``path``, read once: its image model, with the click / box head
+    and video memory the file carries. A file that records its own config of the same
     architecture (an opensam3 export, possibly with the tracker neck a shipped model carries)
     keeps that config, so its tracker neck and inference settings come along; other files are
     read as ``config``."""
@@ -156,7 +156,12 @@ def load_init_model(path: str, config: Sam3Config, device: torch.device | str = 
     recorded = _metadata_config(resolve_checkpoint(path))
     if recorded is not None and set(architecture_differences(recorded, config)) <= {"vision.tracker_neck"}:
         config = recorded
-    return load(path, config=config, device=device).model
+    return load(path, config=config, device=device)
+
+
+def load_init_model(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3ImageModel:
+    """``load_init``'s image model alone."""
+    return load_init(path, config, device).model
 
 
 def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
@@ -203,12 +208,21 @@ def _resolve_calibration(settings: TrainSettings) -> Path | None:
 
 
 class Trainer:
-    def __init__(self, settings: TrainSettings, model: Sam3ImageModel | None = None):
+    def __init__(self, settings: TrainSettings, model: Sam3ImageModel | None = None,
+                 init_tracker: Sequence[nn.Module] | None = None):
+        """``model``: the image model to train (default: ``settings.init`` read by ``load_init``, or a
+        new one). ``init_tracker``: the click / box head and video memory of ``settings.init``
+        when the caller has already read it (``tracker_parts(load_init(...))``), so it is not
+        read twice; a fine-tune that keeps the tracker neck exports them with the detector."""
         self.settings = settings
         self.out = Path(settings.out).expanduser()
         if model is None:
             config = get_config(settings.config)
-            model = load_init_model(settings.init, config) if settings.init else build_model(config)
+            if settings.init:
+                init = load_init(settings.init, config)
+                model, init_tracker = init.model, tracker_parts(init)
+            else:
+                model = build_model(config)
         if settings.box_focus > 0 and not settings.init:
             init_box_attention_focus(model, settings.box_focus)
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
@@ -233,8 +247,10 @@ class Trainer:
         # --init's click / box head and video memory read the trunk through the tracker neck, whose
         # output stays as it was (frozen trunk) or is held near where those heads were trained
         # (anchor): they stay valid, so the export carries them, untrained, as a complete model.
-        self.carried_tracker = load_init_tracker(settings.init) \
-            if settings.init and (settings.freeze_trunk or settings.tracker_anchor > 0) else []
+        self.carried_tracker: list[nn.Module] = []
+        if settings.init and (settings.freeze_trunk or settings.tracker_anchor > 0):
+            self.carried_tracker = list(init_tracker) if init_tracker is not None else \
+                tracker_parts(load(settings.init))
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
