@@ -50,10 +50,10 @@ def test_shipped_weights_are_small_and_load_by_default(embedded):
 
 def test_held_out_quality(embedded, tmp_path):
     # 8 unseen scenes, 64 image-phrase pairs (3 of 8 negative). The shipped weights measure
-    # cgF1 40.1, IL_MCC 0.627, pmF1 0.640 here with the embedded config's mask refinement, pmF1
-    # 0.590 without (2026-12-01; 55.1 / 0.779 / 0.707 on 1200 pairs of seed 1, where refinement
-    # lifts pmF1 by 0.09). 64 pairs are a noisy sample: earlier shipped models measured
-    # 41.1 / 0.627 / 0.656, 35.4 / 0.527 / 0.672 and 37.1 / 0.592 / 0.627 here with
+    # cgF1 41.9, IL_MCC 0.663, pmF1 0.633 here with the embedded config's mask refinement, pmF1
+    # 0.595 without (2026-12-02; 57.6 / 0.808 / 0.713 on 1200 pairs of seed 1). 64 pairs are a
+    # noisy sample: earlier shipped models measured 40.1 / 0.627 / 0.640, 41.1 / 0.627 / 0.656,
+    # 35.4 / 0.527 / 0.672 and 37.1 / 0.592 / 0.627 here with 55.1 / 0.779 / 0.707,
     # 53.1 / 0.761 / 0.697, 51.2 / 0.739 / 0.693 and 45.2 / 0.675 / 0.669 on those 1200 pairs, so
     # the floors guard against breakage, not drift.
     summary = write_image_dataset(tmp_path, num_images=8, seed=HELD_OUT_SEED, size=embedded.model.config.image_size)
