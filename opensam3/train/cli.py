@@ -112,10 +112,8 @@ def parse_loss_weights(items: list[str] | None) -> dict[str, float]:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from opensam3.api import build_model
     from opensam3.config import get_config
-    from opensam3.train.trainer import (Trainer, _resolve_calibration, _resolve_data, load_init, settings_for,
-                                        tracker_parts)
+    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, settings_for, starting_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -146,12 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
     _resolve_data(settings)  # fail on bad --data / --val / --calibration before building a model
     _resolve_calibration(settings)
     torch.manual_seed(settings.seed)
-    init_tracker = None
-    if settings.init:  # read once: the image model to train and the tracker parts an export may carry
-        init = load_init(settings.init, config, device=args.device)
-        model, init_tracker = init.model, tracker_parts(init)
-    else:
-        model = build_model(config, device=args.device)
+    model, init_tracker = starting_model(settings, config, device=args.device)  # --init read once
     if args.official_init and not settings.init:
         from opensam3.train.init import init_from_scratch
 

@@ -164,6 +164,23 @@ def load_init_model(path: str, config: Sam3Config, device: torch.device | str = 
     return load_init(path, config, device).model
 
 
+def carries_init_tracker(settings: TrainSettings) -> bool:
+    """Whether the run exports --init's click / box head and video memory with the detector: they
+    read the trunk through the tracker neck, whose output stays as it was (frozen trunk) or is
+    held near where those heads were trained (anchor), so they stay valid, untrained."""
+    return bool(settings.init) and (settings.freeze_trunk or settings.tracker_anchor > 0)
+
+
+def starting_model(settings: TrainSettings, config: Sam3Config,
+                   device: torch.device | str = "cpu") -> tuple[Sam3ImageModel, list[nn.Module]]:
+    """The image model a run starts from (``settings.init`` read once by ``load_init``, else a new
+    one) and the tracker parts its export carries (``carries_init_tracker``; else none)."""
+    if not settings.init:
+        return build_model(config, device=device), []
+    init = load_init(settings.init, config, device)
+    return init.model, tracker_parts(init) if carries_init_tracker(settings) else []
+
+
 def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
     if not settings.data:
         raise InvalidInputError("no training data: pass --data DIR (an SA-Co-style folder with train.json) "
@@ -210,19 +227,13 @@ def _resolve_calibration(settings: TrainSettings) -> Path | None:
 class Trainer:
     def __init__(self, settings: TrainSettings, model: Sam3ImageModel | None = None,
                  init_tracker: Sequence[nn.Module] | None = None):
-        """``model``: the image model to train (default: ``settings.init`` read by ``load_init``, or a
-        new one). ``init_tracker``: the click / box head and video memory of ``settings.init``
-        when the caller has already read it (``tracker_parts(load_init(...))``), so it is not
-        read twice; a fine-tune that keeps the tracker neck exports them with the detector."""
+        """``model``: the image model to train (default: ``starting_model``'s). ``init_tracker``:
+        the tracker parts the export carries when the caller has already read ``settings.init``
+        (``starting_model`` gives both), so it is not read twice."""
         self.settings = settings
         self.out = Path(settings.out).expanduser()
         if model is None:
-            config = get_config(settings.config)
-            if settings.init:
-                init = load_init(settings.init, config)
-                model, init_tracker = init.model, tracker_parts(init)
-            else:
-                model = build_model(config)
+            model, init_tracker = starting_model(settings, get_config(settings.config))
         if settings.box_focus > 0 and not settings.init:
             init_box_attention_focus(model, settings.box_focus)
         # channels-last roughly halves the convolutions' time on CPU (the mask head's pixel
@@ -244,11 +255,8 @@ class Trainer:
             start = load_init_model(settings.tracker_anchor_from, self.model.config) \
                 if settings.tracker_anchor_from else self.model
             self.anchor = TrackerNeckAnchor(start.backbone.vision_backbone, self.model.config.vision.used_levels)
-        # --init's click / box head and video memory read the trunk through the tracker neck, whose
-        # output stays as it was (frozen trunk) or is held near where those heads were trained
-        # (anchor): they stay valid, so the export carries them, untrained, as a complete model.
         self.carried_tracker: list[nn.Module] = []
-        if settings.init and (settings.freeze_trunk or settings.tracker_anchor > 0):
+        if carries_init_tracker(settings):  # a complete model: --init's tracker parts, untrained
             self.carried_tracker = list(init_tracker) if init_tracker is not None else \
                 tracker_parts(load(settings.init))
         train_path, self.val_path = _resolve_data(settings)
