@@ -17,7 +17,8 @@ from opensam3.config import DetectorConfig, Sam3Config, TextConfig, VisionConfig
 from opensam3.data import rle
 from opensam3.errors import InvalidInputError
 from opensam3.train.data import SacoDataset
-from opensam3.train.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainSettings, export_model
+from opensam3.train.model_io import export_model
+from opensam3.train.trainer import MODEL_FILE, STATE_FILE, Trainer, TrainSettings
 
 # Same architecture, minimal sizes: 56 px input, 4x4 patch grid, 16x16 masks.
 MICRO = Sam3Config(
@@ -323,7 +324,7 @@ def test_frozen_trunk_keeps_the_trunk_and_reuses_its_outputs(data, tmp_path):
 def test_init_from_a_file_keeps_its_recorded_config(data, tmp_path):
     """A model saved with its tracker neck (as the shipped embedded one is) fine-tunes as is: the
     recorded config wins over the named one when only the tracker neck differs."""
-    from opensam3.train.trainer import load_init_model
+    from opensam3.train.model_io import load_init_model
 
     with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True), query_logit_offset=0.75)
     torch.manual_seed(0)
@@ -407,7 +408,7 @@ def test_a_fine_tune_that_keeps_the_tracker_neck_exports_the_inits_tracker_heads
     A fine-tune that lets the trunk drift freely exports the detector alone."""
     from opensam3.model.tracker.config import TrackerHeadsConfig
     from opensam3.model.tracker.heads import TrackerHeads
-    from opensam3.train.trainer import load_init_model
+    from opensam3.train.model_io import load_init_model
 
     with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True))
     torch.manual_seed(0)
@@ -436,22 +437,22 @@ def test_a_fine_tune_given_the_inits_tracker_parts_reads_init_once(data, tmp_pat
     --init again, yet exports the same complete model."""
     from opensam3.model.tracker.config import TrackerHeadsConfig
     from opensam3.model.tracker.heads import TrackerHeads
-    from opensam3.train import trainer as trainer_module
+    from opensam3.train import model_io
 
     with_neck = MICRO.replace(vision=dataclasses.replace(MICRO.vision, tracker_neck=True))
     torch.manual_seed(0)
     tracker = TrackerHeads(TrackerHeadsConfig.from_model_config(with_neck))
     combined = tmp_path / "combined.safetensors"
     export_model(build_model(with_neck), combined, tracker=[tracker])
-    init = trainer_module.load_init(str(combined), MICRO)
+    init = model_io.load_init(str(combined), MICRO)
     assert init.model.config.vision.tracker_neck and init.tracker is not None
-    parts = trainer_module.tracker_parts(init)
+    parts = model_io.tracker_parts(init)
     assert parts == [init.tracker]  # no video memory in this file
 
     def no_second_read(*args, **kwargs):
         raise AssertionError("--init read a second time")
 
-    monkeypatch.setattr(trainer_module, "load", no_second_read)
+    monkeypatch.setattr(model_io, "load", no_second_read)
     run = Trainer(settings(tmp_path / "once", data, init=str(combined), steps=2, tracker_anchor=1.0),
                   model=init.model, init_tracker=parts)
     run.run()
@@ -468,12 +469,12 @@ def test_train_cli_reads_init_once_and_exports_a_complete_model(data, tmp_path, 
     import argparse
 
     from opensam3.api import embedded_weights
-    from opensam3.train import trainer as trainer_module
+    from opensam3.train import model_io
     from opensam3.train.cli import add_train_parser
 
     reads = []
-    real_load = trainer_module.load
-    monkeypatch.setattr(trainer_module, "load", lambda path, *a, **k: reads.append(str(path)) or real_load(path, *a, **k))
+    real_load = model_io.load
+    monkeypatch.setattr(model_io, "load", lambda path, *a, **k: reads.append(str(path)) or real_load(path, *a, **k))
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
     args = parser.parse_args(["train", "--config", "embedded", "--init", str(embedded_weights()), "--freeze-trunk",

@@ -380,7 +380,7 @@ def check_train_interactive(dev: torch.device, tmp: Path, r: Result) -> None:
     from opensam3.train.interactive import (InteractiveSettings, build_cache, interactive_loss, load_for_interactive,
                                             trainable_modules)
     from opensam3.train.interactive_eval import evaluate_interactive
-    from opensam3.train.trainer import export_model
+    from opensam3.train.model_io import export_model
 
     torch.manual_seed(0)
     detector = tmp / "embedded_random.safetensors"

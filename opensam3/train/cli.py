@@ -113,7 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from opensam3.config import get_config
-    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, settings_for, starting_model
+    from opensam3.train.model_io import starting_model
+    from opensam3.train.trainer import Trainer, _resolve_calibration, _resolve_data, settings_for
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -10,7 +10,6 @@ Outputs in ``out``: ``model.safetensors`` (opensam3.load reads it; config in the
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -22,9 +21,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from opensam3.api import CONFIG_METADATA_KEY, Sam3, build_model, load
-from opensam3.checkpoint import save_checkpoint
-from opensam3.config import Sam3Config, architecture_differences, config_from_dict, config_to_dict, get_config
+from opensam3.api import Sam3
+from opensam3.config import architecture_differences, config_from_dict, config_to_dict, get_config
 from opensam3.errors import InvalidInputError
 from opensam3.model.sam3 import ImageFeatures, Sam3ImageModel
 from opensam3.model.detector.scoring import masked_mean
@@ -37,6 +35,7 @@ from opensam3.train.calibrate import DEFAULT_QUERY_OFFSETS, Calibration, calibra
 from opensam3.train.denoise import denoise_loss, make_denoise_queries
 from opensam3.train.init import init_box_attention_focus
 from opensam3.train.losses import LossWeights, SetCriterion, flat_indices, instance_union
+from opensam3.train.model_io import carried_tracker, export_model, load_init_model, starting_model
 from opensam3.train.optim import build_optimizer
 from opensam3.train.tracker_anchor import TrackerNeckAnchor
 
@@ -126,61 +125,6 @@ def settings_for(config: str, **overrides) -> TrainSettings:
     return TrainSettings(config=config, **{**recipe, **given}, loss_weights=LossWeights(**weights))
 
 
-def export_model(model: Sam3ImageModel, path: Path, dtype: torch.dtype = torch.float32,
-                 tracker: Sequence[nn.Module] = ()) -> None:
-    """Write weights + config (safetensors) so ``opensam3.load(path)`` rebuilds the model, with
-    ``tracker`` (click / box head, video memory) as its ``tracker.*`` weights.
-    Only parameters are cast: buffers (coordinate tables) stay in their own precision."""
-    if dtype != torch.float32:
-        model, tracker = copy.deepcopy(model), [copy.deepcopy(part) for part in tracker]
-        for part in (model, *tracker):
-            for param in part.parameters():
-                param.data = param.data.to(dtype)
-    save_checkpoint(model, path, tracker=list(tracker),
-                    metadata={CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config))})
-
-
-def tracker_parts(sam: Sam3) -> list[nn.Module]:
-    """The click / box head and video memory a loaded model carries (none for a detector-only file)."""
-    return [part for part in (sam.tracker, sam.memory) if part is not None]
-
-
-def load_init(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3:
-    """The model to fine-tune from ``path``, read once: its image model, with the click / box head
-    and video memory the file carries. A file that records its own config of the same
-    architecture (an opensam3 export, possibly with the tracker neck a shipped model carries)
-    keeps that config, so its tracker neck and inference settings come along; other files are
-    read as ``config``."""
-    from opensam3.api import _metadata_config, resolve_checkpoint
-
-    recorded = _metadata_config(resolve_checkpoint(path))
-    if recorded is not None and set(architecture_differences(recorded, config)) <= {"vision.tracker_neck"}:
-        config = recorded
-    return load(path, config=config, device=device)
-
-
-def load_init_model(path: str, config: Sam3Config, device: torch.device | str = "cpu") -> Sam3ImageModel:
-    """``load_init``'s image model alone."""
-    return load_init(path, config, device).model
-
-
-def carries_init_tracker(settings: TrainSettings) -> bool:
-    """Whether the run exports --init's click / box head and video memory with the detector: they
-    read the trunk through the tracker neck, whose output stays as it was (frozen trunk) or is
-    held near where those heads were trained (anchor), so they stay valid, untrained."""
-    return bool(settings.init) and (settings.freeze_trunk or settings.tracker_anchor > 0)
-
-
-def starting_model(settings: TrainSettings, config: Sam3Config,
-                   device: torch.device | str = "cpu") -> tuple[Sam3ImageModel, list[nn.Module]]:
-    """The image model a run starts from (``settings.init`` read once by ``load_init``, else a new
-    one) and the tracker parts its export carries (``carries_init_tracker``; else none)."""
-    if not settings.init:
-        return build_model(config, device=device), []
-    init = load_init(settings.init, config, device)
-    return init.model, tracker_parts(init) if carries_init_tracker(settings) else []
-
-
 def _resolve_data(settings: TrainSettings) -> tuple[Path, Path | None]:
     if not settings.data:
         raise InvalidInputError("no training data: pass --data DIR (an SA-Co-style folder with train.json) "
@@ -255,10 +199,7 @@ class Trainer:
             start = load_init_model(settings.tracker_anchor_from, self.model.config) \
                 if settings.tracker_anchor_from else self.model
             self.anchor = TrackerNeckAnchor(start.backbone.vision_backbone, self.model.config.vision.used_levels)
-        self.carried_tracker: list[nn.Module] = []
-        if carries_init_tracker(settings):  # a complete model: --init's tracker parts, untrained
-            self.carried_tracker = list(init_tracker) if init_tracker is not None else \
-                tracker_parts(load(settings.init))
+        self.carried_tracker = carried_tracker(settings, self.model.config, init_tracker)
         train_path, self.val_path = _resolve_data(settings)
         self.calibration_path = _resolve_calibration(settings)
         self.train_set = SacoDataset(train_path, self.model.config, exemplar_prob=settings.exemplar_prob)
