@@ -182,6 +182,23 @@ def test_memory_encoder_input_channels():
 
 
 @torch.no_grad()
+def test_memory_encoder_input_places_objects_in_their_buckets_slots():
+    # objects out of order across two buckets, with empty and retired slots between them
+    slots = SlotAssignment([[2, EMPTY, 0, 1], [EMPTY, 3, RETIRED, EMPTY]], M)
+    logits = torch.randn(4, 1, 5, 7)
+    conditioning = torch.tensor([True, False, False, True])
+    packed = memory_encoder_input(logits, conditioning, slots, CFG)
+    assert packed.shape == (2, 2 * M, 5, 7)
+    expected = torch.zeros(2, 2 * M, 5, 7)
+    for bucket, objects in enumerate(slots.buckets):
+        for slot, index in enumerate(objects):
+            if index >= 0:
+                expected[bucket, slot] = 2 * torch.sigmoid(logits[index, 0]) - 1
+                expected[bucket, M + slot] = 1.0 if conditioning[index] else 0.0
+    assert torch.allclose(packed, expected, atol=1e-6)
+
+
+@torch.no_grad()
 def test_memory_absent_and_empty_slots_add_their_vector_and_flags_matter():
     tracker = make_tracker()
     slots = SlotAssignment.sequential(2, M)  # slots 2, 3 empty

@@ -15,6 +15,7 @@ from torch import nn
 
 from opensam3.config import VisionConfig
 from opensam3.model.vision.rope import AxialRope, apply_rope
+from opensam3.ops.attention import attention
 from opensam3.ops.linear import linear
 
 # (L, head_dim // 2) complex64 rotations, see AxialRope
@@ -84,7 +85,7 @@ class RopeAttention(nn.Module):
         q, k, v = linear(x, self.qkv).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         q = apply_rope(q, rope)
         k = apply_rope(k, rope)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return linear(out.transpose(1, 2).reshape(batch, length, dim), self.proj)
 
 

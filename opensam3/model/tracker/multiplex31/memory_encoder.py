@@ -31,10 +31,20 @@ def memory_encoder_input(mask_logits: torch.Tensor, conditioning: torch.Tensor, 
 
     The sigmoid is taken per object before muxing, so empty slots hold exactly 0 in both halves.
     """
-    masks = torch.sigmoid(mask_logits.float()) * config.sigmoid_scale_for_mem_enc + config.sigmoid_bias_for_mem_enc
-    flags = torch.where(conditioning.to(masks.device), config.condition_fg, config.condition_bg).to(masks.dtype)
-    flags = flags.reshape(-1, 1, 1, 1).expand_as(masks)
-    return torch.cat((slots.mux(masks).squeeze(2), slots.mux(flags).squeeze(2)), dim=1)
+    # written in place into one zeroed buffer: at full size each (16, 1, 1008, 1008) temporary is
+    # 64 MB, and a fresh one costs more in page faults than the arithmetic on it
+    masks = torch.sigmoid(mask_logits.float()).mul_(config.sigmoid_scale_for_mem_enc)
+    masks = masks.add_(config.sigmoid_bias_for_mem_enc)
+    height, width = masks.shape[-2:]
+    slot_count = slots.multiplex_count
+    out = masks.new_zeros((slots.num_buckets, 2 * slot_count, height, width))
+    flat_slots = slots.flat_slots(masks.device)  # bucket * M + slot, per object
+    mask_rows = flat_slots + flat_slots // slot_count * slot_count  # bucket * 2M + slot
+    rows = out.view(-1, height, width)
+    rows.index_copy_(0, mask_rows, masks[:, 0])
+    for row, conditioned in zip((mask_rows + slot_count).tolist(), conditioning.tolist()):
+        rows[row].fill_(config.condition_fg if conditioned else config.condition_bg)
+    return out
 
 
 def add_absent_slots(features: torch.Tensor, object_score_logits: torch.Tensor, no_obj_embed: torch.Tensor,
