@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from opensam3.ops.attention import attention
+
 
 class Attention(nn.Module):
     """Multi-head attention with the parameter layout of ``torch.nn.MultiheadAttention``.
@@ -69,6 +71,8 @@ class Attention(nn.Module):
             q = q * math.sqrt(1.0 / q.shape[-1])
             with sdpa_kernel(SDPBackend.MATH):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+        elif mask is None:
+            out = attention(q, k, v)  # bf16 on the CPU: chunked, ~2x SDPA; else SDPA itself
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         batch, _, length, _ = out.shape
