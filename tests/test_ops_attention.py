@@ -56,3 +56,10 @@ def test_float32_and_gradients_take_sdpa(monkeypatch):
     wants_grad = q.bfloat16().requires_grad_()
     attention(wants_grad, wants_grad, wants_grad).float().sum().backward()  # SDPA, gradients flow
     assert calls == [torch.float32, torch.bfloat16] and wants_grad.grad is not None
+
+
+def test_empty_sequences_keep_their_shape():
+    q = torch.randn(1, 2, 0, 8).bfloat16()
+    k = torch.randn(1, 2, 5, 8).bfloat16()
+    with torch.inference_mode():
+        assert attention(q, k, k).shape == (1, 2, 0, 8)

@@ -25,12 +25,15 @@ _SCORE_BUDGET = 4 * 576 * 576
 def _chunked_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     if q.device.type != "cpu" or q.dtype not in _CHUNKED_DTYPES or not (q.dtype == k.dtype == v.dtype):
         return False
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        return False
     return not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v, unmasked: q (N, heads, Lq, d), k and v (N, heads, Lk, d)
-    -> (N, heads, Lq, d). Same result as ``F.scaled_dot_product_attention(q, k, v)``."""
+    -> (N, heads, Lq, d): ``F.scaled_dot_product_attention(q, k, v)``'s result (on the chunked
+    path to bfloat16 rounding: the probabilities are rounded before the second product)."""
     if not _chunked_ok(q, k, v):
         return F.scaled_dot_product_attention(q, k, v)
     batch, heads, length, head_dim = q.shape
