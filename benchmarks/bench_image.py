@@ -67,10 +67,9 @@ def bench_image():
 
 
 def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
-    import torch
-
     sys.path.insert(0, str(ROOT))
-    import opensam3
+    import opensam3  # before torch, as a user's script or the CLI: its allocator setting applies only then
+    import torch
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
     start = time.perf_counter()
@@ -99,12 +98,16 @@ def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
 
 def prompt_flops_without_attention(sam, state, phrase: str) -> float:
     """FLOPs of one new text prompt that torch's counter sees (matrix products, convolutions;
-    not scaled_dot_product_attention, which fusion_attention_floor times instead)."""
+    not attention, which fusion_attention_floor times instead)."""
+    from unittest import mock
+
     import torch
+    import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # the counter sees bf16 attention's chunked matrix products (ops.attention); SDPA it skips
+    with torch.inference_mode(), counter, mock.patch("opensam3.model.common.attention", F.scaled_dot_product_attention):
         sam.segment(state, text=phrase)
     return float(counter.get_total_flops())
 
@@ -129,20 +132,22 @@ def gemm_rate(model, dtype, repeats: int) -> float:
 
 def fusion_attention_floor(model, dtype, repeats: int) -> float:
     """Seconds per prompt that no implementation of the same model avoids on this CPU: the
-    fusion encoder's self-attention over every image token, as bare ``scaled_dot_product_attention``
-    calls, in each layer but the first (whose result opensam3 keeps per image)."""
+    fusion encoder's self-attention over every image token, as bare attention calls (the op
+    opensam3 runs, ``ops.attention``: SDPA in float32, chunked in bfloat16), in each layer but the
+    first (whose result opensam3 keeps per image)."""
     import torch
-    import torch.nn.functional as F
+
+    from opensam3.ops.attention import attention
 
     cfg = model.config
     heads, width = cfg.detector.num_heads, cfg.detector.d_model
     query = torch.randn(1, heads, cfg.vision.grid_size ** 2, width // heads, dtype=dtype)
     with torch.inference_mode():
-        F.scaled_dot_product_attention(query, query, query)
+        attention(query, query, query)
         calls = []
         for _ in range(max(repeats, 3)):
             start = time.perf_counter()
-            F.scaled_dot_product_attention(query, query, query)
+            attention(query, query, query)
             calls.append(time.perf_counter() - start)
     return statistics.median(calls) * (cfg.detector.fusion_layers - 1)
 
@@ -197,7 +202,7 @@ def _table(rows: list[dict]) -> None:
     print("(x = time relative to the first row; median over repeats / prompts)")
     for row in rows:
         if "attention_floor_s" in row:
-            print(f"{row['system']}: fusion self-attention alone (bare SDPA, layers 2..n) "
+            print(f"{row['system']}: fusion self-attention alone (bare attention op, layers 2..n) "
                   f"{row['attention_floor_s']:.2f} s of each prompt; the prompt's other {row['prompt_gflop']:.0f} GFLOP "
                   f"at this CPU's matrix-product rate ({row['gemm_gflops']:.0f} GFLOPS) {row['prompt_floor_s'] - row['attention_floor_s']:.2f} s; "
                   f"floor {row['prompt_floor_s']:.2f} s a prompt")

@@ -1,10 +1,11 @@
 """Unmasked attention, with a faster bfloat16 path on the CPU.
 
-PyTorch's CPU flash attention (``F.scaled_dot_product_attention``) runs bfloat16 at ~150-250
-GF/s on our 2-core AVX-512 machine: it tiles small blocks and rescales its running softmax
-per block. Plain ``bmm -> softmax -> bmm`` over a few heads at a time, with the score block
-kept small enough to stay in cache, reaches ~420-460 GF/s because both matmuls go to oneDNN's
-bf16 kernels. The scores are materialised one chunk at a time (a few MB), never whole.
+PyTorch's CPU flash attention (``F.scaled_dot_product_attention``) tiles small blocks and
+rescales its running softmax per block; in bfloat16 on our 2-core AVX-512 machine it is no faster
+than in float32. Plain ``bmm -> softmax -> bmm`` over a few heads (or query rows) at a time, with
+the score block small enough to stay in cache, sends both products to oneDNN's bf16 kernels: over
+the full-size ViT's attention calls ~2.5x SDPA (``benchmarks/bench_kernels.py``: 353 GFLOP/s,
+where SDPA gave 143). The scores exist one chunk at a time (a few MB), never whole.
 
 float32 keeps SDPA: it is the exact mode, matched to the official code to 1e-4, and changing
 the summation order there moves the seeded full-size model's outputs. Anything that may need
