@@ -67,9 +67,10 @@ def bench_image():
 
 
 def run_opensam3(checkpoint: str, dtype_name: str, repeats: int) -> dict:
-    sys.path.insert(0, str(ROOT))
-    import opensam3  # before torch, as a user's script or the CLI: its allocator setting applies only then
     import torch
+
+    sys.path.insert(0, str(ROOT))
+    import opensam3
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
     start = time.perf_counter()

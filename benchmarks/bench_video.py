@@ -45,14 +45,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-import opensam3  # noqa: E402,F401  (before torch, as the CLI: its allocator setting applies only then)
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 # the fixtures' object-score shift (tools/parity/make_video_tracker_fixture.py), so objects are present
 OBJ_SCORE_OVERRIDE = [["sam_mask_decoder.pred_obj_score_head.layers.2.weight", 50.0, 0.0],

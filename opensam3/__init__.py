@@ -12,20 +12,12 @@
     tracker = opensam3.load_multiplex_tracker("sam3.1_multiplex.pt")  # SAM 3.1: 16 objects a pass
 """
 
-import os as _os
-
-# Large CPU tensors (masks of 16 objects at 1008-1152 px, ViT activations) are allocated afresh
-# each frame; backing them with transparent huge pages removes most of the page-fault cost that
-# otherwise outweighs the arithmetic on them (a full-size tracking frame on 2 cores: ~15% less
-# time). PyTorch reads the flag once, when it loads: this takes effect when opensam3 is imported
-# before torch (the CLI always is); a value already set, e.g. 0 to opt out, is kept.
-_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 from .api import Sam3, build_model, load
 from .compat import Sam3Processor, build_sam3_image_model
 from .config import SAM3, SAM3_1, TINY, Sam3Config, get_config
 from .errors import CheckpointError, InvalidInputError, OpenSam3Error
 from .data.video_io import open_video
+from .device import keep_large_blocks_in_heap
 from .predictor.results import Segmentation
 from .predictor.video_build import build_video_tracker, load_multiplex_tracker, load_video_tracker
 from .predictor.video_multiplex31 import Multiplex31VideoTracker
@@ -33,6 +25,9 @@ from .predictor.video_session import Sam3VideoPredictor, build_sam3_multiplex_vi
 from .predictor.video_tracker import VideoTracker
 
 __version__ = "0.1.0"
+
+# large per-frame tensors reuse heap pages instead of page-faulting afresh (see the function)
+keep_large_blocks_in_heap()
 
 __all__ = [
     "CheckpointError", "InvalidInputError", "Multiplex31VideoTracker", "OpenSam3Error", "SAM3", "SAM3_1", "Sam3",

@@ -130,18 +130,3 @@ def test_read_only_image_arrays_give_no_warning(tiny_sam, sample_image):
         result = tiny_sam.segment(tiny_sam.set_image(frozen), text="a cat")
     assert result.masks.shape[-2:] == frozen.shape[:2]
 
-
-def test_import_puts_large_allocations_on_huge_pages_unless_told_otherwise():
-    """opensam3 sets PyTorch's THP_MEM_ALLOC_ENABLE before torch loads (page faults on fresh
-    64 MB mask stacks cost more than the arithmetic on them) and keeps a value the user set."""
-    import os
-    import subprocess
-    import sys
-
-    code = "import opensam3, os, torch; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
-    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,  # noqa: E731
-                                 check=True).stdout.strip()
-    assert run() == "1"
-    env["THP_MEM_ALLOC_ENABLE"] = "0"
-    assert run() == "0"

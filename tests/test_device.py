@@ -63,3 +63,16 @@ def test_release_free_memory_returns_heap_holes_to_the_system():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     released_mb = float(done.stdout.strip().splitlines()[-1])
     assert released_mb > 80, released_mb
+
+
+@pytest.mark.skipif(device._glibc_function("mallopt") is None, reason="glibc only")
+def test_large_blocks_stay_in_the_heap_unless_opted_out(monkeypatch):
+    monkeypatch.setenv(device.KEEP_HEAP_ENV, "0")
+    assert device.keep_large_blocks_in_heap() is False
+    monkeypatch.delenv(device.KEEP_HEAP_ENV)
+    assert device.keep_large_blocks_in_heap() is True  # what `import opensam3` does
+
+
+def test_no_glibc_no_heap_tuning(monkeypatch):
+    monkeypatch.setattr(device, "_glibc_function", lambda name: None)
+    assert device.keep_large_blocks_in_heap() is False
