@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import platform
 import warnings
 
@@ -73,11 +74,10 @@ def keep_large_blocks_in_heap(limit_bytes: int = 1 << 30) -> bool:
     large tensors (16 objects' masks at 1008-1152 px, 64-170 MB; the ViT's window copies) pay a
     page fault per 4 KB page, which on our 2-core VM costs more than the arithmetic on them. Kept
     in the heap they are reused: a full-size bf16 trunk and SAM 3.1 frame (16 objects) went from
-    ~10.5 + 5.6 s to ~8.0 + 3.5 s here. The process keeps its peak memory instead of returning it between frames.
+    ~10.5 + 5.6 s to ~8.0 + 3.5 s here. The process keeps its peak memory instead of returning it
+    between frames.
     ``OPENSAM3_KEEP_HEAP=0`` in the environment leaves glibc's defaults. Returns whether applied.
     """
-    import os
-
     mallopt = _glibc_function("mallopt")
     if mallopt is None or os.environ.get(KEEP_HEAP_ENV, "1") == "0":
         return False
