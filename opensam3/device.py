@@ -58,10 +58,6 @@ def _glibc_function(name: str):
         return None
 
 
-def _glibc_malloc_trim():
-    return _glibc_function("malloc_trim")
-
-
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 KEEP_HEAP_ENV = "OPENSAM3_KEEP_HEAP"
@@ -89,6 +85,6 @@ def release_free_memory() -> None:
     system; glibc keeps them otherwise. Not for per-image or per-prompt paths: in a process with a
     large fragmented heap one call can take seconds (it made a test of many set_image calls 47x
     slower)."""
-    trim = _glibc_malloc_trim()
+    trim = _glibc_function("malloc_trim")
     if trim is not None:
         trim(0)

@@ -34,7 +34,7 @@ def test_load_warns_for_bf16_on_a_cpu_without_it(monkeypatch, tiny_checkpoint):
         opensam3.load(tiny_checkpoint, dtype=torch.bfloat16)
 
 
-@pytest.mark.skipif(device._glibc_malloc_trim() is None, reason="glibc only")
+@pytest.mark.skipif(device._glibc_function("malloc_trim") is None, reason="glibc only")
 def test_release_free_memory_returns_heap_holes_to_the_system():
     """Freed blocks in the middle of the heap stay resident until released (what reading a
     checkpoint tensor by tensor leaves behind; `load` releases them)."""
