@@ -5,8 +5,9 @@
 Times the matrix products and attention calls (``opensam3.ops.attention``) the full-size ViT
 makes on a 1008 px image (the ``sam3`` config: 72x72 patches, 32 blocks of width 1024 with a
 4736-wide MLP, 28 of them windowed over 24x24 windows, 4 global), in float32 and bfloat16, and
-adds them up: the seconds set_image cannot go below with these kernels, however little else it does. Compare with ``bench_image.py``
-(the whole set_image) and with the arithmetic peak the CPU advertises.
+adds them up: the seconds set_image cannot go below with these kernels, however little else it
+does. Compare with ``bench_image.py`` (the whole set_image) and with the arithmetic peak the CPU
+advertises.
 """
 
 from __future__ import annotations
